@@ -1,0 +1,10 @@
+"""Entry point: `app` for `flask` and WSGI servers; `python app.py` serves for development."""
+
+from feed import create_app
+
+app = create_app()
+
+if __name__ == "__main__":
+    from feed.devserver import main
+
+    main()

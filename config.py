@@ -1,0 +1,37 @@
+"""Settings for pg-feed, each read from an environment variable with a default."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def _int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def embedded_database_dir():
+    """Where `make run` keeps the embedded PostgreSQL's data when no URL is given."""
+    return Path(os.environ.get("FEED_EMBEDDED_PGDATA", BASE_DIR / "instance" / "pgdata"))
+
+
+def embedded_database_url():
+    """The libpq URL of the embedded server: a Unix socket inside its data folder."""
+    return f"postgresql://postgres:@/postgres?host={embedded_database_dir()}"
+
+
+class Config:
+    """Every setting, from the environment; see the README's Configuration table."""
+
+    DATABASE_URL = os.environ.get("DATABASE_URL") or embedded_database_url()
+    LISTENER_DATABASE_URL = os.environ.get("LISTENER_DATABASE_URL") or None
+    HOST = os.environ.get("HOST", "127.0.0.1")
+    PORT = _int("PORT", 5000)
+    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+
+    FEED_MAX_EVENT_CHARS = _int("FEED_MAX_EVENT_CHARS", 4096)
+    FEED_HISTORY_LIMIT = _int("FEED_HISTORY_LIMIT", 100)
+    FEED_SYNC_MAX_LIMIT = _int("FEED_SYNC_MAX_LIMIT", 1000)
+    FEED_CORS_ORIGINS = os.environ.get("FEED_CORS_ORIGINS", "")
+
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

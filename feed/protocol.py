@@ -1,0 +1,95 @@
+"""The /events wire protocol: checking what clients send, shaping what they get."""
+
+MAX_ID = 2**63 - 1  # bigserial's ceiling
+
+
+class InputError(ValueError):
+    """A client sent something the protocol refuses; the message is for that client."""
+
+
+def ok(**fields):
+    """A successful ack."""
+    return {"ok": True, **fields}
+
+
+def error(message):
+    """A refusal ack: ok false and a sentence a person understands."""
+    return {"ok": False, "error": message}
+
+
+def event_text(args, max_chars):
+    """The text of an `event` message, or InputError saying what is wrong with it."""
+    text = _single_argument(args, "event", "the event text")
+    if not isinstance(text, str):
+        raise InputError(f"event must be a string, not {_json_type(text)}")
+    if not text.strip():
+        raise InputError("event text is empty")
+    if len(text) > max_chars:
+        raise InputError(
+            f"event text is too long: {len(text)} characters, the limit is {max_chars}"
+        )
+    if "\x00" in text:
+        raise InputError("event text contains a NUL character, which is not allowed")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            "event text contains an unpaired surrogate, which is not valid Unicode"
+        ) from None
+    return text
+
+
+def sync_request(args, default_limit, max_limit):
+    """(after, limit) of a `sync` message, or InputError saying what is wrong."""
+    request = _single_argument(args, "sync", '{"after": <id or null>}')
+    if request is None:
+        request = {}
+    if not isinstance(request, dict):
+        raise InputError(f"sync takes an object, not {_json_type(request)}")
+    unknown = sorted(set(request) - {"after", "limit"})
+    if unknown:
+        raise InputError(f"sync does not know the field(s) {', '.join(unknown)}")
+    after = request.get("after")
+    if after is not None and (not _is_int(after) or not 0 <= after <= MAX_ID):
+        raise InputError("sync 'after' must be null or a whole number 0 or more")
+    limit = request.get("limit", default_limit)
+    if not _is_int(limit) or not 1 <= limit <= max_limit:
+        raise InputError(f"sync 'limit' must be a whole number from 1 to {max_limit}")
+    return after, limit
+
+
+def wire_row(notification):
+    """The row object sent to clients for one listener notification."""
+    row = notification.get("row") or {}
+    return {
+        "id": notification.get("id"),
+        "op": notification["op"],
+        "event": row.get("event"),
+        "created_at": row.get("created_at"),
+    }
+
+
+def _single_argument(args, name, expected):
+    if len(args) != 1:
+        raise InputError(f"{name} takes exactly one argument: {expected}")
+    return args[0]
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, bytes):
+        return "binary data"
+    return type(value).__name__

@@ -1,0 +1,48 @@
+"""HTTP routes: the page and the health check."""
+
+import logging
+
+from flask import Blueprint, current_app, jsonify, render_template
+from sqlalchemy.exc import DBAPIError
+
+from . import queries
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("feed", __name__)
+
+
+@bp.get("/")
+def index():
+    """The live feed page."""
+    return render_template(
+        "index.html",
+        history_limit=current_app.config["FEED_HISTORY_LIMIT"],
+        max_event_chars=current_app.config["FEED_MAX_EVENT_CHARS"],
+    )
+
+
+@bp.get("/healthz")
+def healthz():
+    """JSON health: database, listener and clients; 200 when the feed works, else 503."""
+    state = current_app.extensions["feed"]
+    listener = state.listener.status() if state.listener else {"state": "stopped"}
+    database = _database_reachable()
+    healthy = database and listener["state"] == "listening"
+    body = {
+        "ok": healthy,
+        "database": "reachable" if database else "unreachable",
+        "listener": listener,
+        "clients": state.clients,
+    }
+    return jsonify(body), 200 if healthy else 503
+
+
+def _database_reachable():
+    try:
+        queries.check_database(db.session)
+    except DBAPIError as exc:
+        log.warning("health check: database unreachable: %s", exc.orig)
+        return False
+    return True

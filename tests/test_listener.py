@@ -1,0 +1,152 @@
+"""The listener alone: a real PostgreSQL, a plain callback, no Flask."""
+
+import threading
+
+import pytest
+
+from conftest import wait_for
+from feed.listener import Listener
+
+
+class Recorder:
+    """A plain on_batch callback that keeps every batch."""
+
+    def __init__(self):
+        self.batches = []
+        self.lock = threading.Lock()
+
+    def __call__(self, batch):
+        with self.lock:
+            self.batches.append(batch)
+
+    def notifications(self):
+        with self.lock:
+            return [n for batch in self.batches for n in batch]
+
+
+@pytest.fixture
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture
+def listener(database_url, writer, recorder):
+    listener = Listener(database_url, "events", on_batch=recorder, idle_check=0.2)
+    assert listener.start(timeout=10)
+    yield listener
+    listener.stop()
+
+
+def insert(writer, text):
+    with writer.cursor() as cursor:
+        cursor.execute("INSERT INTO events (event) VALUES (%s) RETURNING id", (text,))
+        return cursor.fetchone()[0]
+
+
+def test_listener_delivers_each_op_in_order(listener, recorder, writer):
+    new_id = insert(writer, "hello")
+    with writer.cursor() as cursor:
+        cursor.execute("UPDATE events SET event = 'changed' WHERE id = %s", (new_id,))
+        cursor.execute("DELETE FROM events WHERE id = %s", (new_id,))
+        cursor.execute("TRUNCATE events")
+    wait_for(lambda: len(recorder.notifications()) == 4, message="four notifications")
+    got = recorder.notifications()
+    assert [n["op"] for n in got] == ["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
+    assert got[0]["row"]["event"] == "hello"
+    assert got[1]["row"]["event"] == "changed"
+    assert got[2]["id"] == new_id
+
+
+def test_listener_reads_back_a_row_too_large_for_the_payload(listener, recorder, writer):
+    text = "🎉" * 5000  # 20,000 bytes
+    new_id = insert(writer, text)
+    wait_for(lambda: recorder.notifications(), message="the large row")
+    (got,) = recorder.notifications()
+    assert got["id"] == new_id
+    assert got["row"]["event"] == text
+
+
+def test_listener_skips_a_large_row_deleted_before_read_back(database_url, writer, recorder):
+    # Commit the large insert and its delete before the listener drains either.
+    listener = Listener(database_url, "events", on_batch=recorder)
+    assert listener.start(timeout=10)
+    with writer.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO events (event) VALUES (repeat('x', 9000)) RETURNING id")
+        (gone,) = cursor.fetchone()
+        cursor.execute("DELETE FROM events WHERE id = %s", (gone,))
+        cursor.execute("COMMIT")
+    wait_for(lambda: recorder.notifications(), message="the delete")
+    listener.stop()
+    assert [(n["op"], n["id"]) for n in recorder.notifications()] == [("DELETE", gone)]
+
+
+def test_listener_batches_a_burst_and_keeps_commit_order(listener, recorder, writer):
+    with writer.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events (event) SELECT 'row ' || i FROM generate_series(1, 2000) i"
+        )
+    wait_for(lambda: len(recorder.notifications()) == 2000, message="2000 rows")
+    ids = [n["id"] for n in recorder.notifications()]
+    assert ids == sorted(ids) and len(set(ids)) == 2000
+    assert len(recorder.batches) < 200
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["not json", "[1, 2]", '{"op": "INSERT"}', '{"op": "DROP", "table": "events"}',
+     '{"op": "INSERT", "table": "events", "id": "x"}',
+     '{"op": "INSERT", "table": "no_such_table", "id": 1}'],
+)
+def test_listener_survives_a_bad_notification(listener, recorder, writer, payload):
+    with writer.cursor() as cursor:
+        cursor.execute("SELECT pg_notify('events', %s)", (payload,))
+    new_id = insert(writer, "after the bad one")
+    wait_for(lambda: recorder.notifications(), message="the good row")
+    assert [n["id"] for n in recorder.notifications()] == [new_id]
+    assert listener.status()["state"] == "listening"
+
+
+def test_listener_survives_a_failing_callback(database_url, writer):
+    seen = []
+
+    def flaky(batch):
+        seen.extend(batch)
+        if len(seen) == 1:
+            raise RuntimeError("callback bug")
+
+    listener = Listener(database_url, "events", on_batch=flaky)
+    assert listener.start(timeout=10)
+    insert(writer, "first")
+    wait_for(lambda: len(seen) == 1, message="first row")
+    insert(writer, "second")
+    wait_for(lambda: len(seen) == 2, message="second row after the failure")
+    listener.stop()
+
+
+def test_listener_health_check_does_not_strand_notifications(database_url, writer, recorder):
+    # A health check every 5 ms: notifications keep arriving while SELECT 1 runs,
+    # which moves them into conn.notifies where select() would never see them.
+    listener = Listener(database_url, "events", on_batch=recorder, idle_check=0.005)
+    assert listener.start(timeout=10)
+    for number in range(300):
+        insert(writer, f"row {number}")
+    wait_for(lambda: len(recorder.notifications()) == 300, message="all 300 rows")
+    listener.stop()
+
+
+def test_listener_stops_cleanly(database_url, recorder):
+    listener = Listener(database_url, "events", on_batch=recorder)
+    assert listener.start(timeout=10)
+    listener.stop(timeout=5)
+    assert not listener._thread.is_alive()
+    assert listener.status()["state"] == "stopped"
+
+
+def test_listener_reports_when_the_database_is_unreachable(recorder):
+    listener = Listener(
+        "postgresql://nobody@127.0.0.1:1/none", "events", on_batch=recorder
+    )
+    assert listener.start(timeout=0.5) is False
+    assert listener.status()["state"] in ("connecting", "reconnecting")
+    listener.stop()
