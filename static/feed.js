@@ -1,0 +1,382 @@
+/**
+ * The pg-feed page: connects to the Socket.IO namespace /events, keeps the list
+ * of rows in step with the table (history, live "events", catch-up via "sync"),
+ * sends what the user writes as "event", and shows the connection status.
+ * Row text is only ever set with textContent.
+ */
+(function () {
+  "use strict";
+
+  const MAX_ROWS = 500;
+  const ACK_TIMEOUT_MS = 10000;
+  const SYNC_RETRY_MS = 3000;
+
+  const feed = document.getElementById("feed");
+  const statusEl = document.getElementById("status");
+  const reconnectButton = document.getElementById("reconnect");
+  const form = document.getElementById("send-form");
+  const input = document.getElementById("event-input");
+  const sendButton = document.getElementById("send");
+  const generateButton = document.getElementById("generate");
+  const sendError = document.getElementById("send-error");
+  const list = document.getElementById("events");
+  const emptyMessage = document.getElementById("events-empty");
+  const countEl = document.getElementById("event-count");
+
+  const historyLimit = readPositiveInt(feed.dataset.historyLimit, 100);
+  const rowElements = new Map();
+
+  const sync = {
+    hasSynced: false,
+    highestId: null,
+    running: false,
+    again: false,
+    current: null,
+    retryTimer: null,
+  };
+  const connection = { everConnected: false, gaveUp: false };
+
+  function readPositiveInt(value, fallback) {
+    const number = Number.parseInt(value, 10);
+    return Number.isInteger(number) && number > 0 ? number : fallback;
+  }
+
+  const timeFormats = {
+    sameDay: new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit", second: "2-digit" }),
+    sameYear: new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" }),
+    other: new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit" }),
+  };
+
+  /** Parses an ISO timestamp, trimming microseconds to the milliseconds Date accepts. */
+  function parseTimestamp(iso) {
+    if (typeof iso !== "string") return null;
+    const date = new Date(iso.replace(/(\.\d{3})\d+/, "$1"));
+    return Number.isNaN(date.getTime()) ? null : date;
+  }
+
+  /** Short local rendering: time of day for today, else date and minutes. */
+  function formatShortTime(date) {
+    const now = new Date();
+    if (date.toDateString() === now.toDateString()) return timeFormats.sameDay.format(date);
+    if (date.getFullYear() === now.getFullYear()) return timeFormats.sameYear.format(date);
+    return timeFormats.other.format(date);
+  }
+
+  function createRowElement(id) {
+    const item = document.createElement("li");
+    item.className = "event";
+    item.dataset.id = String(id);
+    const idEl = document.createElement("span");
+    idEl.className = "event-id";
+    idEl.textContent = String(id);
+    const textEl = document.createElement("span");
+    textEl.className = "event-text";
+    const timeEl = document.createElement("time");
+    timeEl.className = "event-time";
+    item.append(idEl, textEl, timeEl);
+    return item;
+  }
+
+  function fillRowElement(item, row) {
+    item.querySelector(".event-text").textContent = row.event == null ? "" : String(row.event);
+    const timeEl = item.querySelector("time");
+    const date = parseTimestamp(row.created_at);
+    if (date) {
+      timeEl.dateTime = row.created_at;
+      timeEl.title = row.created_at;
+      timeEl.textContent = formatShortTime(date);
+    }
+  }
+
+  /** Restarts the brief highlight on a row (CSS decides whether it animates). */
+  function flashRow(item) {
+    if (item.classList.contains("event-new")) {
+      item.classList.remove("event-new");
+      void item.offsetWidth;
+    }
+    item.classList.add("event-new");
+  }
+
+  /** Inserts a row element keeping the list ordered by id, highest first. */
+  function insertInOrder(item, id) {
+    const first = list.firstElementChild;
+    const last = list.lastElementChild;
+    if (!first || id > Number(first.dataset.id)) return list.prepend(item);
+    if (id < Number(last.dataset.id)) return list.append(item);
+    for (const other of list.children) {
+      if (Number(other.dataset.id) < id) return list.insertBefore(item, other);
+    }
+    list.append(item);
+  }
+
+  function upsertRow(row, flash) {
+    let item = rowElements.get(row.id);
+    if (!item) {
+      item = createRowElement(row.id);
+      rowElements.set(row.id, item);
+      insertInOrder(item, row.id);
+    }
+    fillRowElement(item, row);
+    if (flash) flashRow(item);
+    noteHighestId(row.id);
+  }
+
+  function removeRow(id) {
+    const item = rowElements.get(id);
+    if (!item) return;
+    item.remove();
+    rowElements.delete(id);
+  }
+
+  function clearRows() {
+    list.replaceChildren();
+    rowElements.clear();
+    sync.highestId = null;
+  }
+
+  function dropOldestBeyondCap() {
+    while (rowElements.size > MAX_ROWS) {
+      removeRow(Number(list.lastElementChild.dataset.id));
+    }
+  }
+
+  function noteHighestId(id) {
+    if (sync.highestId === null || id > sync.highestId) sync.highestId = id;
+  }
+
+  function renderListState() {
+    const count = rowElements.size;
+    emptyMessage.hidden = count > 0;
+    if (sync.hasSynced) emptyMessage.textContent = "No events yet. Send one, or INSERT into the events table.";
+    countEl.textContent = count > 0 ? String(count) : "";
+  }
+
+  function hasId(row) {
+    return row && Number.isInteger(row.id);
+  }
+
+  /** Applies one live change; remembers deletes/truncates for any sync in flight. */
+  function applyChange(row) {
+    if (!row || typeof row !== "object") return;
+    if (row.op === "TRUNCATE") {
+      clearRows();
+      if (sync.current) sync.current.truncated = true;
+    } else if (row.op === "DELETE" && hasId(row)) {
+      removeRow(row.id);
+      if (sync.current) sync.current.deletedIds.add(row.id);
+    } else if ((row.op === "INSERT" || row.op === "UPDATE") && hasId(row)) {
+      upsertRow(row, true);
+    }
+  }
+
+  function handleLiveEvents(payload) {
+    const rows = Array.isArray(payload) ? payload : [payload];
+    rows.forEach(applyChange);
+    dropOldestBeyondCap();
+    renderListState();
+  }
+
+  async function requestSync(request) {
+    const answer = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("sync", request);
+    if (!answer || answer.ok !== true || !Array.isArray(answer.events)) {
+      throw new Error((answer && answer.error) || "unexpected sync answer");
+    }
+    return answer;
+  }
+
+  /** Merges one sync answer, skipping rows deleted while it was in flight. */
+  function mergeSyncAnswer(run, answer, flash) {
+    for (const row of answer.events) {
+      if (hasId(row) && !run.deletedIds.has(row.id)) upsertRow(row, flash);
+    }
+    dropOldestBeyondCap();
+    renderListState();
+  }
+
+  function highestIdIn(rows, fallback) {
+    return rows.reduce((highest, row) => (hasId(row) && row.id > highest ? row.id : highest), fallback);
+  }
+
+  async function syncLatestPage(run) {
+    const answer = await requestSync({ after: null, limit: historyLimit });
+    if (run.truncated) return false;
+    sync.hasSynced = true;
+    mergeSyncAnswer(run, answer, false);
+    return true;
+  }
+
+  async function syncAfter(run, after) {
+    for (;;) {
+      const answer = await requestSync({ after });
+      if (run.truncated) return false;
+      mergeSyncAnswer(run, answer, true);
+      const next = highestIdIn(answer.events, after);
+      if (!answer.more || next <= after) return true;
+      after = next;
+    }
+  }
+
+  /** One catch-up pass: history for a fresh page, else everything after the highest id. */
+  async function syncOnce() {
+    const run = { truncated: false, deletedIds: new Set() };
+    sync.current = run;
+    try {
+      const complete = sync.hasSynced && sync.highestId !== null
+        ? await syncAfter(run, sync.highestId)
+        : await syncLatestPage(run);
+      if (!complete) sync.again = true;
+    } finally {
+      sync.current = null;
+    }
+  }
+
+  function scheduleSyncRetry() {
+    clearTimeout(sync.retryTimer);
+    sync.retryTimer = setTimeout(() => {
+      if (socket.connected) catchUp();
+    }, SYNC_RETRY_MS);
+  }
+
+  /** Runs catch-up, coalescing requests that arrive while one is running. */
+  async function catchUp() {
+    if (sync.running) {
+      sync.again = true;
+      return;
+    }
+    sync.running = true;
+    clearTimeout(sync.retryTimer);
+    try {
+      do {
+        sync.again = false;
+        try {
+          await syncOnce();
+        } catch (error) {
+          console.warn("pg-feed: sync failed:", error.message);
+          if (socket.connected) scheduleSyncRetry();
+          return;
+        }
+      } while (sync.again && socket.connected);
+    } finally {
+      sync.running = false;
+    }
+  }
+
+  function showSendError(message) {
+    sendError.textContent = message;
+  }
+
+  function describeSendFailure(error) {
+    if (/timed out/i.test(error.message)) {
+      return "No answer from the server in time; the event may or may not have been saved.";
+    }
+    if (/disconnected/i.test(error.message)) {
+      return "Connection lost before the server answered; the event may or may not have been saved.";
+    }
+    return "Could not send: " + error.message;
+  }
+
+  /** Sends one event; resolves true when the server stored it. */
+  async function sendEvent(text) {
+    let answer;
+    try {
+      answer = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("event", text);
+    } catch (error) {
+      showSendError(describeSendFailure(error));
+      return false;
+    }
+    if (answer && answer.ok === true) {
+      showSendError("");
+      return true;
+    }
+    showSendError((answer && answer.error) || "The server refused the event.");
+    return false;
+  }
+
+  async function handleSubmit(submitEvent) {
+    submitEvent.preventDefault();
+    if (!canSend()) return;
+    const text = input.value;
+    if (await sendEvent(text) && input.value === text) input.value = "";
+  }
+
+  function handleGenerate() {
+    if (canSend()) sendEvent("user event " + new Date().toLocaleString());
+  }
+
+  function currentState() {
+    if (!navigator.onLine) return "offline";
+    if (socket.connected) return "connected";
+    return connection.gaveUp ? "offline" : "reconnecting";
+  }
+
+  function statusLabel(state) {
+    if (state === "reconnecting") return connection.everConnected ? "reconnecting…" : "connecting…";
+    return state;
+  }
+
+  function canSend() {
+    return currentState() === "connected";
+  }
+
+  function renderStatus() {
+    const state = currentState();
+    statusEl.dataset.state = state;
+    statusEl.textContent = statusLabel(state);
+    reconnectButton.hidden = !(state === "offline" && connection.gaveUp && navigator.onLine);
+    sendButton.disabled = state !== "connected";
+    generateButton.disabled = state !== "connected";
+  }
+
+  function handleConnect() {
+    connection.everConnected = true;
+    connection.gaveUp = false;
+    renderStatus();
+    catchUp();
+  }
+
+  /** socket.active is false when the server refused or closed us: no automatic retry. */
+  function handleDisconnectOrError() {
+    connection.gaveUp = !socket.active;
+    renderStatus();
+  }
+
+  function reconnectNow() {
+    connection.gaveUp = false;
+    socket.connect();
+    renderStatus();
+  }
+
+  function handleBrowserOnline() {
+    if (!socket.connected && !socket.active) reconnectNow();
+    renderStatus();
+  }
+
+  if (typeof window.io !== "function") {
+    statusEl.dataset.state = "offline";
+    statusEl.textContent = "offline";
+    emptyMessage.textContent = "The Socket.IO client failed to load.";
+    return;
+  }
+
+  const socket = window.io("/events");
+
+  socket.on("connect", handleConnect);
+  socket.on("disconnect", handleDisconnectOrError);
+  socket.on("connect_error", handleDisconnectOrError);
+  socket.on("events", handleLiveEvents);
+  socket.on("resync", catchUp);
+  socket.io.on("reconnect_attempt", renderStatus);
+  socket.io.on("reconnect_failed", () => {
+    connection.gaveUp = true;
+    renderStatus();
+  });
+
+  form.addEventListener("submit", handleSubmit);
+  generateButton.addEventListener("click", handleGenerate);
+  reconnectButton.addEventListener("click", reconnectNow);
+  window.addEventListener("online", handleBrowserOnline);
+  window.addEventListener("offline", renderStatus);
+  list.addEventListener("animationend", (event) => event.target.classList.remove("event-new"));
+
+  renderStatus();
+})();
