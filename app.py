@@ -1,4 +1,4 @@
-"""Entry point: `app` for `flask` and WSGI servers; `python app.py` serves for development."""
+"""Entry point: `app` for `flask` and WSGI servers; `python app.py` to develop."""
 
 from feed import create_app
 

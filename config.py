@@ -12,7 +12,9 @@ def _int(name, default):
 
 def embedded_database_dir():
     """Where `make run` keeps the embedded PostgreSQL's data when no URL is given."""
-    return Path(os.environ.get("FEED_EMBEDDED_PGDATA", BASE_DIR / "instance" / "pgdata"))
+    return Path(
+        os.environ.get("FEED_EMBEDDED_PGDATA", BASE_DIR / "instance" / "pgdata")
+    )
 
 
 def embedded_database_url():

@@ -13,7 +13,7 @@ from .extensions import db, migrate, socketio
 
 
 def create_app(config=None):
-    """Build the Flask app; `config` (a dict) overrides settings from the environment."""
+    """Build the app; `config` (a dict) overrides settings from the environment."""
     app = Flask(
         __name__,
         template_folder=str(BASE_DIR / "templates"),

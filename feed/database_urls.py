@@ -7,7 +7,7 @@ _PASSWORD = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
 
 
 def sqlalchemy_url(url):
-    """The URL for SQLAlchemy, pinned to psycopg2 (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    """The URL for SQLAlchemy, pinned to psycopg2 (2.1 defaults to psycopg 3)."""
     return _SCHEME.sub("postgresql+psycopg2://", url, count=1)
 
 

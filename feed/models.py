@@ -16,4 +16,3 @@ class Event(db.Model):
     created_at = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
-

@@ -14,7 +14,8 @@ _LATEST_EVENTS = text(
     "ORDER BY id"
 )
 _EVENTS_AFTER = text(
-    "SELECT id, event, created_at FROM events WHERE id > :after ORDER BY id LIMIT :limit"
+    "SELECT id, event, created_at FROM events WHERE id > :after "
+    "ORDER BY id LIMIT :limit"
 )
 _ROWS_BY_ID = "SELECT to_json(t) FROM {table} AS t WHERE t.id = ANY(%s)"
 

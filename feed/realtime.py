@@ -1,12 +1,12 @@
 """The Socket.IO namespace /events and the relay from the listener to its clients.
 
-Wire protocol (namespace /events). A row is
-{"id": int, "op": "INSERT"|"UPDATE"|"DELETE"|"TRUNCATE", "event": str, "created_at": ISO 8601}
+Wire protocol (namespace /events). A row is {"id": int, "op": str,
+"event": str, "created_at": ISO 8601 str}, op one of INSERT, UPDATE, DELETE, TRUNCATE
 (TRUNCATE: id, event and created_at null; DELETE: event and created_at may be null).
 
 Client to server, each answered with an ack:
-  event  "text"                      -> {"ok": true, "id": n} | {"ok": false, "error": why}
-  sync   {"after": n|null, "limit": k} -> {"ok": true, "events": [row...], "more": bool}
+  event  "text"  -> {"ok": true, "id": n} | {"ok": false, "error": why}
+  sync   {"after": n|null, "limit": k}  -> {"ok": true, "events": [row...], "more": b}
          after n: rows with id > n, ascending; more: further rows follow.
          after null: the newest k rows, ascending; more: older rows exist.
 Server to client:

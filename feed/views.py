@@ -25,7 +25,7 @@ def index():
 
 @bp.get("/healthz")
 def healthz():
-    """JSON health: database, listener and clients; 200 when the feed works, else 503."""
+    """Database, listener and clients as JSON; 200 when the feed works, else 503."""
     state = current_app.extensions["feed"]
     listener = state.listener.status() if state.listener else {"state": "stopped"}
     database = _database_reachable()

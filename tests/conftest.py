@@ -37,6 +37,23 @@ def wait_for(predicate, timeout=10.0, message="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
+def insert_row(writer, text):
+    """INSERT one row from the writer connection; return its id."""
+    with writer.cursor() as cursor:
+        cursor.execute("INSERT INTO events (event) VALUES (%s) RETURNING id", (text,))
+        return cursor.fetchone()[0]
+
+
+def insert_rows(writer, count, prefix="row"):
+    """INSERT `count` rows in one transaction from the writer connection."""
+    with writer.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events (event) "
+            "SELECT %s || ' ' || i FROM generate_series(1, %s) AS i",
+            (prefix, count),
+        )
+
+
 def with_database(url, name):
     """The same server URL, pointing at database `name`."""
     parts = urlsplit(url)
@@ -73,7 +90,7 @@ def migrate_to_head(url):
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A PostgreSQL server URL: TEST_DATABASE_URL, or an embedded server for this run."""
+    """A server URL: TEST_DATABASE_URL, or an embedded PostgreSQL for this run."""
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
         return
@@ -196,8 +213,12 @@ class FeedClient:
 
     def rows(self, op=None):
         """Every row pushed so far, in arrival order, optionally of one op."""
-        return [row for batch in list(self.messages) for row in batch
-                if op is None or row["op"] == op]
+        return [
+            row
+            for batch in list(self.messages)
+            for row in batch
+            if op is None or row["op"] == op
+        ]
 
     def ids(self, op="INSERT"):
         """Ids of the pushed rows of one op, in arrival order."""
@@ -214,7 +235,7 @@ class FeedClient:
 
 @pytest.fixture
 def sio_client():
-    """Factory: sio_client(url, **options) -> a connected FeedClient; all closed after."""
+    """Factory: sio_client(url, **options) -> a connected FeedClient."""
     clients = []
 
     def connect(url, **options):
@@ -230,10 +251,10 @@ def sio_client():
 class AppProcess:
     """`python app.py` in its own process, on a free port."""
 
-    def __init__(self, database_url, **env):
+    def __init__(self, database_url=None, **env):
         environment = {
             **os.environ,
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": database_url or "",
             "PORT": "0",
             "FEED_MIGRATE": "0",
             "PYTHONUNBUFFERED": "1",

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from conftest import wait_for
+from conftest import insert_row, insert_rows, wait_for
 from feed.listener import Listener
 
 
@@ -37,14 +37,8 @@ def listener(database_url, writer, recorder):
     listener.stop()
 
 
-def insert(writer, text):
-    with writer.cursor() as cursor:
-        cursor.execute("INSERT INTO events (event) VALUES (%s) RETURNING id", (text,))
-        return cursor.fetchone()[0]
-
-
 def test_listener_delivers_each_op_in_order(listener, recorder, writer):
-    new_id = insert(writer, "hello")
+    new_id = insert_row(writer, "hello")
     with writer.cursor() as cursor:
         cursor.execute("UPDATE events SET event = 'changed' WHERE id = %s", (new_id,))
         cursor.execute("DELETE FROM events WHERE id = %s", (new_id,))
@@ -57,22 +51,28 @@ def test_listener_delivers_each_op_in_order(listener, recorder, writer):
     assert got[2]["id"] == new_id
 
 
-def test_listener_reads_back_a_row_too_large_for_the_payload(listener, recorder, writer):
+def test_listener_reads_back_a_row_too_large_for_the_payload(
+    listener, recorder, writer
+):
     text = "🎉" * 5000  # 20,000 bytes
-    new_id = insert(writer, text)
+    new_id = insert_row(writer, text)
     wait_for(lambda: recorder.notifications(), message="the large row")
     (got,) = recorder.notifications()
     assert got["id"] == new_id
     assert got["row"]["event"] == text
 
 
-def test_listener_skips_a_large_row_deleted_before_read_back(database_url, writer, recorder):
+def test_listener_skips_a_large_row_deleted_before_read_back(
+    database_url, writer, recorder
+):
     # Commit the large insert and its delete before the listener drains either.
     listener = Listener(database_url, "events", on_batch=recorder)
     assert listener.start(timeout=10)
     with writer.cursor() as cursor:
         cursor.execute("BEGIN")
-        cursor.execute("INSERT INTO events (event) VALUES (repeat('x', 9000)) RETURNING id")
+        cursor.execute(
+            "INSERT INTO events (event) VALUES (repeat('x', 9000)) RETURNING id"
+        )
         (gone,) = cursor.fetchone()
         cursor.execute("DELETE FROM events WHERE id = %s", (gone,))
         cursor.execute("COMMIT")
@@ -82,10 +82,7 @@ def test_listener_skips_a_large_row_deleted_before_read_back(database_url, write
 
 
 def test_listener_batches_a_burst_and_keeps_commit_order(listener, recorder, writer):
-    with writer.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO events (event) SELECT 'row ' || i FROM generate_series(1, 2000) i"
-        )
+    insert_rows(writer, 2000)
     wait_for(lambda: len(recorder.notifications()) == 2000, message="2000 rows")
     ids = [n["id"] for n in recorder.notifications()]
     assert ids == sorted(ids) and len(set(ids)) == 2000
@@ -94,14 +91,19 @@ def test_listener_batches_a_burst_and_keeps_commit_order(listener, recorder, wri
 
 @pytest.mark.parametrize(
     "payload",
-    ["not json", "[1, 2]", '{"op": "INSERT"}', '{"op": "DROP", "table": "events"}',
-     '{"op": "INSERT", "table": "events", "id": "x"}',
-     '{"op": "INSERT", "table": "no_such_table", "id": 1}'],
+    [
+        "not json",
+        "[1, 2]",
+        '{"op": "INSERT"}',
+        '{"op": "DROP", "table": "events"}',
+        '{"op": "INSERT", "table": "events", "id": "x"}',
+        '{"op": "INSERT", "table": "no_such_table", "id": 1}',
+    ],
 )
 def test_listener_survives_a_bad_notification(listener, recorder, writer, payload):
     with writer.cursor() as cursor:
         cursor.execute("SELECT pg_notify('events', %s)", (payload,))
-    new_id = insert(writer, "after the bad one")
+    new_id = insert_row(writer, "after the bad one")
     wait_for(lambda: recorder.notifications(), message="the good row")
     assert [n["id"] for n in recorder.notifications()] == [new_id]
     assert listener.status()["state"] == "listening"
@@ -117,20 +119,22 @@ def test_listener_survives_a_failing_callback(database_url, writer):
 
     listener = Listener(database_url, "events", on_batch=flaky)
     assert listener.start(timeout=10)
-    insert(writer, "first")
+    insert_row(writer, "first")
     wait_for(lambda: len(seen) == 1, message="first row")
-    insert(writer, "second")
+    insert_row(writer, "second")
     wait_for(lambda: len(seen) == 2, message="second row after the failure")
     listener.stop()
 
 
-def test_listener_health_check_does_not_strand_notifications(database_url, writer, recorder):
+def test_listener_health_check_does_not_strand_notifications(
+    database_url, writer, recorder
+):
     # A health check every 5 ms: notifications keep arriving while SELECT 1 runs,
     # which moves them into conn.notifies where select() would never see them.
     listener = Listener(database_url, "events", on_batch=recorder, idle_check=0.005)
     assert listener.start(timeout=10)
     for number in range(300):
-        insert(writer, f"row {number}")
+        insert_row(writer, f"row {number}")
     wait_for(lambda: len(recorder.notifications()) == 300, message="all 300 rows")
     listener.stop()
 

@@ -18,9 +18,12 @@ def relations(url):
     with connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT 'table ' || relname FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE nspname = 'public' AND relkind IN ('r', 'S') "
-            "UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname = 'feed_notify' "
-            "UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal"
+            "ON n.oid = c.relnamespace "
+            "WHERE nspname = 'public' AND relkind IN ('r', 'S') "
+            "UNION ALL SELECT 'function ' || proname FROM pg_proc "
+            "WHERE proname = 'feed_notify' "
+            "UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger "
+            "WHERE NOT tgisinternal"
         )
         found = sorted(name for (name,) in cursor.fetchall())
     connection.close()
@@ -101,7 +104,9 @@ def test_trigger_sends_every_op_with_the_row(writer, listening, text):
     with writer.cursor() as cursor:
         cursor.execute("INSERT INTO events (event) VALUES (%s) RETURNING id", (text,))
         (new_id,) = cursor.fetchone()
-        cursor.execute("UPDATE events SET event = %s WHERE id = %s", (text + "!", new_id))
+        cursor.execute(
+            "UPDATE events SET event = %s WHERE id = %s", (text + "!", new_id)
+        )
         cursor.execute("DELETE FROM events WHERE id = %s", (new_id,))
     insert, update, delete = listening(3)
     assert [insert["op"], update["op"], delete["op"]] == ["INSERT", "UPDATE", "DELETE"]
@@ -136,10 +141,14 @@ def test_payload_just_under_the_limit_keeps_the_row(writer, listening):
     assert payload["row"]["event"] == text
 
 
-def test_identical_rows_in_one_transaction_are_not_folded(database_url, writer, listening):
+def test_identical_rows_in_one_transaction_are_not_folded(
+    database_url, writer, listening
+):
     with writer.cursor() as cursor:
         cursor.execute("BEGIN")
-        cursor.execute("INSERT INTO events (event) SELECT 'same' FROM generate_series(1, 5)")
+        cursor.execute(
+            "INSERT INTO events (event) SELECT 'same' FROM generate_series(1, 5)"
+        )
         cursor.execute("COMMIT")
     assert len({p["id"] for p in listening(5)}) == 5
 

@@ -1,0 +1,61 @@
+# pg-feed: `make run` serves, `make test` tests; `make` alone lists the targets.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev run dev psql test lint format bench clean
+
+help:
+	@echo "make run      install what is needed and serve on http://127.0.0.1:5000"
+	@echo "              (embedded PostgreSQL under instance/ unless DATABASE_URL is set)"
+	@echo "make dev      the same with Werkzeug's reloader and debugger"
+	@echo "make psql     psql on the database \`make run\` uses (start \`make run\` first)"
+	@echo "make test     run the whole test suite (real PostgreSQL, real sockets)"
+	@echo "make lint     ruff check and format check"
+	@echo "make bench    benchmarks (see docs/BENCHMARKS.md)"
+	@echo "make install  create $(VENV) and install requirements.txt"
+	@echo "make clean    remove $(VENV), instance/ (the embedded database) and caches"
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(PY) app.py
+
+dev: install
+	FEED_DEBUG=1 $(PY) app.py
+
+psql: install
+	"$$($(PY) -W ignore -c 'from feed.devserver import bundled_bin; print(bundled_bin())')/psql" \
+		"$${DATABASE_URL:-$$($(PY) -c 'import config; print(config.embedded_database_url())')}"
+
+test: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install-dev
+	@echo "benchmarks arrive with the benchmark issue; nothing to run yet" >&2
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .coverage htmlcov
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,65 @@
+"""What the /events protocol accepts and refuses, case by case."""
+
+import pytest
+
+from feed import protocol
+
+
+@pytest.mark.parametrize(
+    "text", ["hello", "x" * 4096, "🎉 emoji", 'it\'s "quoted" \\ $$', "  padded  "]
+)
+def test_event_text_accepts_valid_text_unchanged(text):
+    assert protocol.event_text((text,), max_chars=4096) == text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((1,), "event must be a string, not a number"),
+        ((None,), "event must be a string, not null"),
+        ((b"raw",), "event must be a string, not binary data"),
+        ((["x"],), "event must be a string, not an array"),
+        (("",), "event text is empty"),
+        (("x" * 11,), "event text is too long: 11 characters, the limit is 10"),
+        (("a\x00",), "event text contains a NUL character, which is not allowed"),
+        (("\udfff",), "unpaired surrogate"),
+        ((), "event takes exactly one argument"),
+    ],
+)
+def test_event_text_refusals_say_why(args, message):
+    with pytest.raises(protocol.InputError, match=message):
+        protocol.event_text(args, max_chars=10)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (({"after": None},), (None, 100)),
+        (({},), (None, 100)),
+        ((None,), (None, 100)),
+        (({"after": 0, "limit": 1},), (0, 1)),
+        (({"after": 2**63 - 1, "limit": 1000},), (2**63 - 1, 1000)),
+    ],
+)
+def test_sync_request_accepts(args, expected):
+    assert protocol.sync_request(args, default_limit=100, max_limit=1000) == expected
+
+
+def test_wire_row_for_truncate_has_null_fields():
+    row = protocol.wire_row({"table": "events", "op": "TRUNCATE"})
+    assert row == {"id": None, "op": "TRUNCATE", "event": None, "created_at": None}
+
+
+def test_wire_row_for_insert_keeps_only_the_contract_fields():
+    notification = {
+        "table": "events",
+        "op": "INSERT",
+        "id": 7,
+        "row": {"id": 7, "event": "x", "created_at": "t", "extra": 1},
+    }
+    assert protocol.wire_row(notification) == {
+        "id": 7,
+        "op": "INSERT",
+        "event": "x",
+        "created_at": "t",
+    }

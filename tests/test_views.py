@@ -1,0 +1,54 @@
+"""The page and the health check over HTTP."""
+
+import requests
+
+from feed import create_app
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+
+
+def test_page_carries_the_settings_and_only_its_own_scripts(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert 'data-history-limit="100"' in html
+    assert 'data-max-event-chars="4096"' in html
+    assert "/static/vendor/socket.io/socket.io.min.js" in html
+    assert "<script>" not in html  # no inline script
+    assert "//cdn" not in html and "https://" not in html
+
+
+def test_vendored_socket_io_client_is_served(client):
+    response = client.get("/static/vendor/socket.io/socket.io.min.js")
+    assert response.status_code == 200
+    assert len(response.data) > 10_000
+    response.close()
+
+
+def test_healthz_is_200_when_listening(server):
+    response = requests.get(f"{server.url}/healthz", timeout=5)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] is True
+    assert body["database"] == "reachable"
+    assert body["listener"]["state"] == "listening"
+    assert body["listener"]["reconnects"] == 0
+
+
+def test_healthz_counts_connected_clients(server, sio_client):
+    sio_client(server.url)
+    sio_client(server.url)
+    assert requests.get(f"{server.url}/healthz", timeout=5).json()["clients"] == 2
+
+
+def test_healthz_is_503_before_the_listener_starts(client):
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["listener"]["state"] == "stopped"
+
+
+def test_healthz_is_503_when_the_database_is_unreachable():
+    app = create_app({"DATABASE_URL": UNREACHABLE})
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["database"] == "unreachable"
