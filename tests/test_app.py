@@ -1,0 +1,68 @@
+"""The factory and the entry point: importing them opens nothing and starts nothing."""
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+from feed import cors_origins, create_app
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
+
+CHECK_IMPORT = """
+import threading
+import app
+assert threading.active_count() == 1, threading.enumerate()
+assert app.app.extensions["feed"].listener is None
+print("pure")
+"""
+
+
+def run_python(code, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_importing_app_py_opens_no_connection_and_starts_no_thread():
+    result = run_python(CHECK_IMPORT, DATABASE_URL=UNREACHABLE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "pure"
+
+
+def test_flask_db_command_runs_migrations_without_starting_the_listener(database_url):
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "current"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "0002 (head)" in result.stdout
+    assert "listener" not in result.stderr
+
+
+def test_sqlalchemy_gets_psycopg2_from_a_plain_url():
+    app = create_app({"DATABASE_URL": "postgresql://u@h/db"})
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://u@h/db"
+
+
+def test_socketio_is_pinned_to_threading_mode():
+    app = create_app({"DATABASE_URL": UNREACHABLE})
+    assert app.extensions["socketio"].server.async_mode == "threading"
+
+
+def test_cors_origins_default_to_same_origin_only():
+    assert cors_origins("") is None
+    assert cors_origins(" https://a.example , http://localhost:3000 ") == [
+        "https://a.example",
+        "http://localhost:3000",
+    ]
+    assert cors_origins("*") == "*"
