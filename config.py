@@ -35,5 +35,13 @@ class Config:
     FEED_HISTORY_LIMIT = _int("FEED_HISTORY_LIMIT", 100)
     FEED_SYNC_MAX_LIMIT = _int("FEED_SYNC_MAX_LIMIT", 1000)
     FEED_CORS_ORIGINS = os.environ.get("FEED_CORS_ORIGINS", "")
+    FEED_CLIENT_BACKLOG_MESSAGES = _int("FEED_CLIENT_BACKLOG_MESSAGES", 500)
+    FEED_CLIENT_BACKLOG_BYTES = _int("FEED_CLIENT_BACKLOG_BYTES", 2**20)
+    FEED_LISTENER_IDLE_CHECK = float(os.environ.get("FEED_LISTENER_IDLE_CHECK", 5))
+    FEED_LISTENER_TIMEOUT = float(os.environ.get("FEED_LISTENER_TIMEOUT", 5))
 
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS = {
+        "pool_pre_ping": True,
+        "pool_timeout": 10,
+        "connect_args": {"connect_timeout": 5},
+    }

@@ -8,6 +8,7 @@ from flask import Flask
 from config import BASE_DIR, Config
 
 from . import realtime, views
+from .backlog import BoundedManager
 from .database_urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
 
@@ -31,6 +32,10 @@ def create_app(config=None):
         async_mode="threading",
         async_handlers=False,
         cors_allowed_origins=cors_origins(app.config["FEED_CORS_ORIGINS"]),
+        client_manager=BoundedManager(
+            max_messages=app.config["FEED_CLIENT_BACKLOG_MESSAGES"],
+            max_bytes=app.config["FEED_CLIENT_BACKLOG_BYTES"],
+        ),
     )
     realtime.init_app(app)
     app.register_blueprint(views.bp)

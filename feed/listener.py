@@ -1,6 +1,7 @@
 """The LISTEN thread: its own psycopg2 connection, notifications drained in batches.
 
-It knows nothing of Flask or Socket.IO: each batch goes to a plain callback.
+It knows nothing of Flask or Socket.IO: each batch goes to a plain callback, and
+each change between listening and not listening to another.
 """
 
 import json
@@ -13,40 +14,58 @@ import time
 from collections import deque
 
 import psycopg2
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
 from . import queries
 
 log = logging.getLogger(__name__)
 
-# libpq settings so that a silently dead network is noticed within seconds.
+# libpq settings so that the kernel, too, notices a dead peer within seconds.
 CONNECT_OPTIONS = {
-    "connect_timeout": 5,
+    "application_name": "pg-feed-listener",
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "tcp_user_timeout": 15000,
 }
+OPS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+
+
+class ConnectionDead(Exception):
+    """The listener's connection did not answer in time."""
+
+
+class Stopping(Exception):
+    """stop() was called while the thread waited."""
 
 
 class Listener:
-    """LISTENs on one channel in a daemon thread; calls on_batch(notifications).
+    """LISTENs on one channel in a daemon thread.
 
-    A notification is a dict {"table", "op", "id", "row"}; "row" is the changed
-    row as a dict (read back from the table when the payload was too large).
-    on_reconnect() runs after LISTEN is back in place following any failure.
+    on_batch(notifications) gets each drained batch: dicts {"table", "op", "id",
+    "row"}, "row" read back from the table when the payload was too large.
+    on_state(listening) runs when LISTEN is lost (False) and back (True).
+    The connection is asynchronous so that every wait on it has a deadline: a
+    silently dead network is found by the health query on idle, within
+    idle_check + timeout seconds.
     """
 
-    def __init__(self, dsn, channel, on_batch, on_reconnect=None, idle_check=10.0):
+    def __init__(
+        self, dsn, channel, on_batch, on_state=None, idle_check=5.0, timeout=5.0
+    ):
         self.dsn = dsn
         self.channel = channel
         self.on_batch = on_batch
-        self.on_reconnect = on_reconnect or (lambda: None)
+        self.on_state = on_state or (lambda listening: None)
         self.idle_check = idle_check
+        self.timeout = timeout
         self.backoff_first = 0.1
         self.backoff_max = 10.0
         self.state = "stopped"
         self.reconnects = 0
         self.last_notification_at = None
+        self._probes = {}
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._wake_read, self._wake_write = os.pipe()
@@ -84,64 +103,73 @@ class Listener:
             "last_notification_at": self.last_notification_at,
         }
 
+    def expect_probe(self, token):
+        """An Event set when a notification {"probe": token} arrives on the channel."""
+        arrived = threading.Event()
+        self._probes[token] = arrived
+        return arrived
+
     def _run(self):
-        failures = 0
-        down_since = None
+        failures, down_since = 0, None
         while not self._stopping.is_set():
             try:
                 self._connect()
-            except psycopg2.Error as exc:
-                failures += 1
-                down_since = down_since or time.monotonic()
-                self._log_failure(failures, "cannot connect", exc)
-                self._backoff(failures)
-                continue
-            if down_since is not None:
-                self._recovered(failures, time.monotonic() - down_since)
-            failures, down_since = 0, None
-            try:
+                if down_since is not None:
+                    self._recovered(failures, time.monotonic() - down_since)
+                failures, down_since = 0, None
                 self._listen()
-            except (psycopg2.Error, OSError) as exc:
-                failures, down_since = 1, time.monotonic()
-                self._log_failure(failures, "connection lost", exc)
-            finally:
+            except Stopping:
+                break
+            except (psycopg2.Error, OSError, ConnectionDead) as exc:
+                failures += 1
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self._lost(exc)
+                else:
+                    log.debug("listener retry %d failed: %s", failures, exc)
                 self._disconnect()
+                self._backoff(failures)
+        self._disconnect()
+        self.state = "stopped"
 
     def _connect(self):
-        self._conn = psycopg2.connect(self.dsn, **CONNECT_OPTIONS)
-        self._conn.autocommit = True
+        self._conn = psycopg2.connect(self.dsn, async_=True, **CONNECT_OPTIONS)
+        self._wait()
         self._conn.notifies = deque()
-        with self._conn.cursor() as cursor:
-            cursor.execute(queries.SET_UTC)
-            cursor.execute(queries.listen_statement(self.channel))
+        self._query(queries.SET_UTC)
+        self._query(queries.listen_statement(self.channel))
         self.state = "listening"
         self._ready.set()
+
+    def _lost(self, exc):
+        was_listening = self._ready.is_set()
+        self._ready.clear()
+        self.state = "reconnecting"
+        what = "connection lost" if was_listening else "cannot connect"
+        log.warning(
+            "listener on %r: %s (%s); retrying with backoff",
+            self.channel,
+            what,
+            str(exc).strip() or type(exc).__name__,
+        )
+        if was_listening:
+            self._notify_state(False)
 
     def _recovered(self, failures, seconds):
         self.reconnects += 1
         log.warning(
-            "listener on %r is back after %.1f s (%d attempts)",
+            "listener on %r is back after %.1f s (%d failed attempts)",
             self.channel,
             seconds,
             failures,
         )
-        try:
-            self.on_reconnect()
-        except Exception:
-            log.exception("on_reconnect callback failed")
+        self._notify_state(True)
 
-    def _log_failure(self, failures, what, exc):
-        self._ready.clear()
-        self.state = "reconnecting"
-        if failures == 1:
-            log.warning(
-                "listener on %r: %s (%s); retrying with backoff",
-                self.channel,
-                what,
-                str(exc).strip(),
-            )
-        else:
-            log.debug("listener retry %d failed: %s", failures, str(exc).strip())
+    def _notify_state(self, listening):
+        try:
+            self.on_state(listening)
+        except Exception:
+            log.exception("on_state callback failed")
 
     def _backoff(self, failures):
         ceiling = min(self.backoff_max, self.backoff_first * 2 ** (failures - 1))
@@ -154,29 +182,48 @@ class Listener:
             except psycopg2.Error:
                 pass
             self._conn = None
-        if self._stopping.is_set():
-            self.state = "stopped"
+
+    def _wait(self):
+        """Drive the asynchronous connection until its operation is done."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            state = self._conn.poll()
+            if state == POLL_OK:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionDead(f"no answer within {self.timeout:g} s")
+            if state == POLL_READ:
+                self._select([self._conn], [], remaining)
+            elif state == POLL_WRITE:
+                self._select([], [self._conn], remaining)
+
+    def _select(self, readers, writers, timeout):
+        ready, _, _ = select.select([*readers, self._wake_read], writers, [], timeout)
+        if self._wake_read in ready:
+            raise Stopping
+
+    def _query(self, statement, params=None):
+        with self._conn.cursor() as cursor:
+            cursor.execute(statement, params)
+            self._wait()
+            return cursor.fetchall() if cursor.description else None
 
     def _listen(self):
-        conn = self._conn
-        while not self._stopping.is_set():
-            if not conn.notifies:
+        while True:
+            if not self._conn.notifies:
                 ready, _, _ = select.select(
-                    [conn, self._wake_read], [], [], self.idle_check
+                    [self._conn, self._wake_read], [], [], self.idle_check
                 )
                 if self._wake_read in ready:
-                    return
-                if not ready:
-                    self._health_check()
-                    continue
-                conn.poll()
+                    raise Stopping
+                if ready:
+                    self._conn.poll()
+                else:
+                    # Any query can move pending notifications into
+                    # conn.notifies; the loop drains them before selecting.
+                    self._query(queries.HEALTH_CHECK)
             self._deliver(self._drain())
-
-    def _health_check(self):
-        # Any query can move pending notifications into conn.notifies; the loop
-        # drains them before it selects again.
-        with self._conn.cursor() as cursor:
-            cursor.execute(queries.HEALTH_CHECK)
 
     def _drain(self):
         notifies = self._conn.notifies
@@ -201,6 +248,8 @@ class Listener:
     def _decode(self, notify):
         try:
             payload = json.loads(notify.payload)
+            if isinstance(payload, dict) and "probe" in payload:
+                return self._probe_arrived(payload["probe"])
             _check_payload(payload)
         except ValueError as exc:
             log.warning(
@@ -212,6 +261,11 @@ class Listener:
             return None
         return payload
 
+    def _probe_arrived(self, token):
+        arrived = self._probes.pop(token, None)
+        if arrived is not None:
+            arrived.set()
+
     def _read_back_missing_rows(self, batch):
         missing = {}
         for n in batch:
@@ -219,32 +273,26 @@ class Listener:
                 missing.setdefault(n["table"], set()).add(n["id"])
         if not missing:
             return batch
-        found = {}
-        with self._conn.cursor() as cursor:
-            for table, ids in missing.items():
-                found[table] = self._rows_by_id(cursor, table, ids)
-        return [n for n in batch if self._fill_row(n, found)]
+        found = {table: self._rows_by_id(table, ids) for table, ids in missing.items()}
+        return [n for n in batch if _fill_row(n, found)]
 
-    @staticmethod
-    def _rows_by_id(cursor, table, ids):
+    def _rows_by_id(self, table, ids):
         try:
-            return queries.rows_by_id(cursor, table, ids)
+            rows = self._query(queries.rows_by_id(table), (sorted(ids),))
         except (psycopg2.ProgrammingError, psycopg2.DataError) as exc:
             log.warning("cannot read back %s rows %s: %s", table, sorted(ids), exc)
             return {}
+        return {row["id"]: row for (row,) in rows}
 
-    @staticmethod
-    def _fill_row(notification, found):
-        if "row" in notification or notification["op"] not in ("INSERT", "UPDATE"):
-            return True
-        row = found[notification["table"]].get(notification["id"])
-        if row is None:
-            return False  # gone since; its DELETE notification follows
-        notification["row"] = row
+
+def _fill_row(notification, found):
+    if "row" in notification or notification["op"] not in ("INSERT", "UPDATE"):
         return True
-
-
-OPS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+    row = found[notification["table"]].get(notification["id"])
+    if row is None:
+        return False  # gone since; its DELETE notification follows
+    notification["row"] = row
+    return True
 
 
 def _check_payload(payload):

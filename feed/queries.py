@@ -1,5 +1,6 @@
 """Every SQL statement pg-feed runs, with bound parameters; no Flask here."""
 
+import json
 from datetime import UTC
 
 from psycopg2 import sql
@@ -39,11 +40,16 @@ def events_after(session, after, limit):
     return [_wire_row(row) for row in rows[:limit]], len(rows) > limit
 
 
-def rows_by_id(cursor, table, ids):
-    """Read rows back as JSON-ready dicts keyed by id (psycopg2 cursor)."""
-    query = sql.SQL(_ROWS_BY_ID).format(table=sql.Identifier(table))
-    cursor.execute(query, (list(ids),))
-    return {row["id"]: row for (row,) in cursor.fetchall()}
+def rows_by_id(table):
+    """Rows of `table` as JSON objects, for a list of ids bound as the parameter."""
+    return sql.SQL(_ROWS_BY_ID).format(table=sql.Identifier(table))
+
+
+def notify_probe(channel, token):
+    """A NOTIFY the listener recognises as its start-up self-test."""
+    return text("SELECT pg_notify(:channel, :payload)").bindparams(
+        channel=channel, payload=json.dumps({"probe": token})
+    )
 
 
 def _wire_row(row):

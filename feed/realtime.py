@@ -1,4 +1,4 @@
-"""The Socket.IO namespace /events and the relay from the listener to its clients.
+"""The Socket.IO namespace /events, and this process's feed: listener to clients.
 
 Wire protocol (namespace /events). A row is {"id": int, "op": str,
 "event": str, "created_at": ISO 8601 str}, op one of INSERT, UPDATE, DELETE, TRUNCATE
@@ -6,18 +6,20 @@ Wire protocol (namespace /events). A row is {"id": int, "op": str,
 
 Client to server, each answered with an ack:
   event  "text"  -> {"ok": true, "id": n} | {"ok": false, "error": why}
-  sync   {"after": n|null, "limit": k}  -> {"ok": true, "events": [row...], "more": b}
+  sync   {"after": n|null, "limit": k}
+         -> {"ok": true, "events": [row...], "more": b, "feed": "live"|"offline"}
          after n: rows with id > n, ascending; more: further rows follow.
          after null: the newest k rows, ascending; more: older rows exist.
 Server to client:
   events [row, ...]   every change, in commit order, batched per listener drain
-  resync {}           the server may have missed changes: sync from your last id
+  resync {}           the server may have missed changes: catch up with sync
+  status {"feed": "live"|"offline"}   the LISTEN connection went down or came back
 One client's events are inserted in the order it sent them (async_handlers off).
 """
 
 import logging
 import threading
-from functools import partial
+import uuid
 
 from flask import current_app
 from flask_socketio import Namespace
@@ -27,6 +29,7 @@ from . import protocol, queries
 from .database_urls import libpq_url
 from .extensions import db, socketio
 from .listener import Listener
+from .relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +37,21 @@ NAMESPACE = "/events"
 CHANNEL = "events"
 TABLE = "events"
 CLIENT_EVENTS = ("event", "sync")
+SELF_TEST_SECONDS = 5.0
 
 
 class FeedState:
-    """This process's feed: its listener and its connected clients."""
+    """This process's feed: its listener, its relay and its connected clients."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.listener = None
+        self.relay = None
         self.clients = 0
+
+    def live(self):
+        """True while the listener has LISTEN in place."""
+        return self.listener is not None and self.listener.is_listening()
 
 
 def init_app(app):
@@ -52,40 +61,81 @@ def init_app(app):
 
 
 def start_feed(app, timeout=10.0):
-    """Start this process's listener once; True when LISTEN is in place."""
+    """Start this process's relay and listener once; True when LISTEN is in place."""
     state = app.extensions["feed"]
     with state.lock:
-        if state.listener is None:
-            url = app.config["LISTENER_DATABASE_URL"] or app.config["DATABASE_URL"]
-            state.listener = Listener(
-                libpq_url(url),
-                CHANNEL,
-                on_batch=partial(relay, socketio),
-                on_reconnect=partial(send_resync, socketio),
-            )
-            return state.listener.start(timeout)
-    return state.listener.is_listening()
+        if state.listener is not None:
+            return state.listener.is_listening()
+        state.relay = Relay(socketio, NAMESPACE)
+        state.relay.start()
+        state.listener = _new_listener(app.config, state.relay)
+        listening = state.listener.start(timeout)
+    if listening:
+        threading.Thread(
+            target=self_test, args=(app,), name="self-test", daemon=True
+        ).start()
+    return listening
 
 
 def stop_feed(app):
-    """Stop this process's listener, if it runs."""
+    """Stop this process's listener and relay, if they run."""
     state = app.extensions["feed"]
     with state.lock:
         if state.listener is not None:
             state.listener.stop()
-            state.listener = None
+            state.relay.stop()
+            state.listener = state.relay = None
 
 
-def relay(server, notifications):
-    """Send one listener batch to every client as one `events` message."""
-    rows = [protocol.wire_row(n) for n in notifications if n["table"] == TABLE]
-    if rows:
-        server.emit("events", rows, namespace=NAMESPACE)
+def _new_listener(config, relay):
+    url = config["LISTENER_DATABASE_URL"] or config["DATABASE_URL"]
+    return Listener(
+        libpq_url(url),
+        CHANNEL,
+        on_batch=lambda batch: relay.rows(wire_rows(batch)),
+        on_state=lambda listening: announce_state(relay, listening),
+        idle_check=config["FEED_LISTENER_IDLE_CHECK"],
+        timeout=config["FEED_LISTENER_TIMEOUT"],
+    )
 
 
-def send_resync(server):
-    """Tell every client to catch up with `sync`: the listener may have missed rows."""
-    server.emit("resync", {}, namespace=NAMESPACE)
+def wire_rows(notifications):
+    """The rows for clients from one listener batch (other tables are ignored)."""
+    return [protocol.wire_row(n) for n in notifications if n["table"] == TABLE]
+
+
+def announce_state(relay, listening):
+    """Tell every client the feed's state; after an outage, have them catch up."""
+    relay.message("status", {"feed": "live" if listening else "offline"})
+    if listening:
+        relay.message("resync", {})
+
+
+def self_test(app):
+    """NOTIFY through the app's own pool and check the listener hears it."""
+    listener = app.extensions["feed"].listener
+    token = uuid.uuid4().hex
+    arrived = listener.expect_probe(token)
+    with app.app_context():
+        try:
+            db.session.execute(queries.notify_probe(CHANNEL, token))
+            db.session.commit()
+        except DBAPIError as exc:
+            log.warning("start-up self-test could not send NOTIFY: %s", exc.orig)
+            return False
+    if arrived.wait(SELF_TEST_SECONDS):
+        log.info("start-up self-test: the listener hears the app's NOTIFY")
+        return True
+    log.error(
+        "start-up self-test: a NOTIFY sent through DATABASE_URL did not reach the "
+        "listener within %g s. The likely cause is a transaction-mode pooler such "
+        "as PgBouncer between the listener and PostgreSQL (LISTEN does not work "
+        "through one), or the two URLs pointing at different databases. Fix: set "
+        "LISTENER_DATABASE_URL to a direct (or session-mode) connection to the "
+        "same database.",
+        SELF_TEST_SECONDS,
+    )
+    return False
 
 
 class EventsNamespace(Namespace):
@@ -134,7 +184,8 @@ class EventsNamespace(Namespace):
             rows, more = queries.latest_events(db.session, limit)
         else:
             rows, more = queries.events_after(db.session, after, limit)
-        return protocol.ok(events=rows, more=more)
+        live = current_app.extensions["feed"].live()
+        return protocol.ok(events=rows, more=more, feed="live" if live else "offline")
 
 
 def _refuse(sid, event, reason):

@@ -1,8 +1,8 @@
 /**
  * The pg-feed page: connects to the Socket.IO namespace /events, keeps the list
  * of rows in step with the table (history, live "events", catch-up via "sync"),
- * sends what the user writes as "event", and shows the connection status.
- * Row text is only ever set with textContent.
+ * sends what the user writes as "event", and shows the connection and feed status.
+ * Row text is only ever set with textContent. Exposes window.pgFeed = { socket }.
  */
 (function () {
   "use strict";
@@ -10,6 +10,10 @@
   const MAX_ROWS = 500;
   const ACK_TIMEOUT_MS = 10000;
   const SYNC_RETRY_MS = 3000;
+  // Serial ids follow INSERT order, not COMMIT order, so catch-up re-reads this many
+  // ids below the highest one held to find rows that committed late: the client
+  // protocol in README.md ("Wire contract").
+  const LOOKBACK_IDS = 1000;
 
   const feed = document.getElementById("feed");
   const statusEl = document.getElementById("status");
@@ -24,6 +28,7 @@
   const countEl = document.getElementById("event-count");
 
   const historyLimit = readPositiveInt(feed.dataset.historyLimit, 100);
+  const syncPageLimit = Math.min(LOOKBACK_IDS, readPositiveInt(feed.dataset.syncMaxLimit, LOOKBACK_IDS));
   const rowElements = new Map();
 
   const sync = {
@@ -34,7 +39,8 @@
     current: null,
     retryTimer: null,
   };
-  const connection = { everConnected: false, gaveUp: false };
+  // feedOffline: the server says its LISTEN connection to PostgreSQL is down.
+  const connection = { everConnected: false, gaveUp: false, feedOffline: false };
 
   function readPositiveInt(value, fallback) {
     const number = Number.parseInt(value, 10);
@@ -155,17 +161,20 @@
     return row && Number.isInteger(row.id);
   }
 
-  /** Applies one live change; remembers deletes/truncates for any sync in flight. */
+  /** Applies one live change; tells any catch-up in flight what it must not undo. */
   function applyChange(row) {
     if (!row || typeof row !== "object") return;
+    const run = sync.current;
     if (row.op === "TRUNCATE") {
       clearRows();
-      if (sync.current) sync.current.truncated = true;
+      if (run) run.truncated = true;
     } else if (row.op === "DELETE" && hasId(row)) {
       removeRow(row.id);
-      if (sync.current) sync.current.deletedIds.add(row.id);
+      if (run) run.deletedIds.add(row.id);
+      if (run) run.liveRows.delete(row.id);
     } else if ((row.op === "INSERT" || row.op === "UPDATE") && hasId(row)) {
       upsertRow(row, true);
+      if (run) run.liveRows.set(row.id, row);
     }
   }
 
@@ -184,49 +193,96 @@
     return answer;
   }
 
-  /** Merges one sync answer, skipping rows deleted while it was in flight. */
-  function mergeSyncAnswer(run, answer, flash) {
-    for (const row of answer.events) {
-      if (hasId(row) && !run.deletedIds.has(row.id)) upsertRow(row, flash);
-    }
-    dropOldestBeyondCap();
-    renderListState();
-  }
-
   function highestIdIn(rows, fallback) {
     return rows.reduce((highest, row) => (hasId(row) && row.id > highest ? row.id : highest), fallback);
   }
 
+  /** The latest page for a fresh page; live rows that came first are newer, so they stay. */
   async function syncLatestPage(run) {
-    const answer = await requestSync({ after: null, limit: historyLimit });
+    const answer = await requestSync({ after: null, limit: Math.min(historyLimit, syncPageLimit) });
     if (run.truncated) return false;
     sync.hasSynced = true;
-    mergeSyncAnswer(run, answer, false);
+    for (const row of answer.events) {
+      if (hasId(row) && !run.deletedIds.has(row.id) && !run.liveRows.has(row.id)) upsertRow(row, false);
+    }
     return true;
   }
 
-  async function syncAfter(run, after) {
+  /** The highest id on the page, else the highest seen since the last TRUNCATE, else 0. */
+  function highestIdHeld() {
+    const first = list.firstElementChild;
+    return first ? Number(first.dataset.id) : sync.highestId ?? 0;
+  }
+
+  /**
+   * Keeps the MAX_ROWS highest ids (the map is in ascending order): the page shows
+   * no more than that, so a long absence costs bounded memory.
+   */
+  function keepHighest(tableRows) {
+    for (const id of tableRows.keys()) {
+      if (tableRows.size <= MAX_ROWS) return;
+      tableRows.delete(id);
+    }
+  }
+
+  /** The table's rows with id > base, page after page; null when a TRUNCATE cut in. */
+  async function readTableAbove(run, base) {
+    const tableRows = new Map();
+    let after = base;
     for (;;) {
-      const answer = await requestSync({ after });
-      if (run.truncated) return false;
-      mergeSyncAnswer(run, answer, true);
+      const answer = await requestSync({ after, limit: syncPageLimit });
+      if (run.truncated) return null;
+      for (const row of answer.events) if (hasId(row)) tableRows.set(row.id, row);
+      keepHighest(tableRows);
       const next = highestIdIn(answer.events, after);
-      if (!answer.more || next <= after) return true;
+      if (!answer.more || next <= after) return tableRows;
       after = next;
     }
   }
 
-  /** One catch-up pass: history for a fresh page, else everything after the highest id. */
+  function differsFromShown(item, row) {
+    const shownText = item.querySelector(".event-text").textContent;
+    const shownTime = item.querySelector("time").dateTime;
+    return shownText !== (row.event == null ? "" : String(row.event)) || shownTime !== (row.created_at || "");
+  }
+
+  /**
+   * Makes the rows above base match the table: drops the missing, refreshes the
+   * changed, adds the new. What arrived live during the read is newer than the
+   * answers, so live rows win and live deletes stay deleted.
+   */
+  function reconcileAbove(base, tableRows, run) {
+    for (const [id, row] of run.liveRows) if (id > base) tableRows.set(id, row);
+    for (const id of run.deletedIds) tableRows.delete(id);
+    for (const id of [...rowElements.keys()]) {
+      if (id > base && !tableRows.has(id)) removeRow(id);
+    }
+    for (const row of tableRows.values()) {
+      const item = rowElements.get(row.id);
+      if (!item || differsFromShown(item, row)) upsertRow(row, true);
+    }
+  }
+
+  /** Catch-up after a reconnect or a resync: re-reads LOOKBACK_IDS below the highest id held. */
+  async function syncLookback(run) {
+    const base = Math.max(0, highestIdHeld() - LOOKBACK_IDS);
+    const tableRows = await readTableAbove(run, base);
+    if (tableRows === null) return false;
+    reconcileAbove(base, tableRows, run);
+    return true;
+  }
+
+  /** One catch-up pass: history for a fresh page, else the lookback window. */
   async function syncOnce() {
-    const run = { truncated: false, deletedIds: new Set() };
+    const run = { truncated: false, deletedIds: new Set(), liveRows: new Map() };
     sync.current = run;
     try {
-      const complete = sync.hasSynced && sync.highestId !== null
-        ? await syncAfter(run, sync.highestId)
-        : await syncLatestPage(run);
+      const complete = sync.hasSynced ? await syncLookback(run) : await syncLatestPage(run);
       if (!complete) sync.again = true;
     } finally {
       sync.current = null;
+      dropOldestBeyondCap();
+      renderListState();
     }
   }
 
@@ -305,26 +361,32 @@
 
   function currentState() {
     if (!navigator.onLine) return "offline";
-    if (socket.connected) return "connected";
+    if (socket.connected) return connection.feedOffline ? "feed-offline" : "connected";
     return connection.gaveUp ? "offline" : "reconnecting";
   }
 
   function statusLabel(state) {
     if (state === "reconnecting") return connection.everConnected ? "reconnecting…" : "connecting…";
+    if (state === "feed-offline") return "feed offline";
     return state;
   }
 
+  /** With the feed offline the server still answers, so sending stays possible. */
   function canSend() {
-    return currentState() === "connected";
+    const state = currentState();
+    return state === "connected" || state === "feed-offline";
   }
 
   function renderStatus() {
     const state = currentState();
     statusEl.dataset.state = state;
     statusEl.textContent = statusLabel(state);
+    statusEl.title = state === "feed-offline"
+      ? "Connected, but the server has lost its database feed: new changes show once it is back."
+      : "";
     reconnectButton.hidden = !(state === "offline" && connection.gaveUp && navigator.onLine);
-    sendButton.disabled = state !== "connected";
-    generateButton.disabled = state !== "connected";
+    sendButton.disabled = !canSend();
+    generateButton.disabled = !canSend();
   }
 
   function handleConnect() {
@@ -337,6 +399,14 @@
   /** socket.active is false when the server refused or closed us: no automatic retry. */
   function handleDisconnectOrError() {
     connection.gaveUp = !socket.active;
+    connection.feedOffline = false;
+    renderStatus();
+  }
+
+  /** "status" {feed: "live" | "offline"}: sent on connect and when the server's LISTEN drops or returns. */
+  function handleFeedStatus(data) {
+    if (!data || (data.feed !== "live" && data.feed !== "offline")) return;
+    connection.feedOffline = data.feed === "offline";
     renderStatus();
   }
 
@@ -359,12 +429,14 @@
   }
 
   const socket = window.io("/events");
+  window.pgFeed = Object.freeze({ socket });
 
   socket.on("connect", handleConnect);
   socket.on("disconnect", handleDisconnectOrError);
   socket.on("connect_error", handleDisconnectOrError);
   socket.on("events", handleLiveEvents);
   socket.on("resync", catchUp);
+  socket.on("status", handleFeedStatus);
   socket.io.on("reconnect_attempt", renderStatus);
   socket.io.on("reconnect_failed", () => {
     connection.gaveUp = true;

@@ -105,7 +105,7 @@ def test_sync_returns_the_latest_page_then_pages_forward(server, sio_client, wri
 
 def test_sync_on_an_empty_table(server, sio_client):
     answer = sio_client(server.url).call("sync", {"after": None})
-    assert answer == {"ok": True, "events": [], "more": False}
+    assert answer == {"ok": True, "events": [], "more": False, "feed": "live"}
 
 
 BAD_EVENTS = [

@@ -1,0 +1,109 @@
+"""Bounded per-client backlogs: a slow or stalled client costs bounded memory.
+
+python-engineio queues every outgoing packet per client without limit. This
+client manager checks a client's queue before adding a broadcast to it; past
+the limit (in messages or bytes) it drops that client's queued messages and
+queues a `resync` instead, so the client recovers through `sync` once it reads
+again. Other clients never wait: the check is a length read, and the byte count
+is only summed once a queue is already long.
+"""
+
+import logging
+import queue
+
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet
+
+log = logging.getLogger(__name__)
+
+_SUM_BYTES_FROM = 16  # below this many queued packets, bytes are not counted
+
+
+class BoundedManager(socketio.Manager):
+    """socketio.Manager whose broadcasts respect a per-client backlog limit."""
+
+    def __init__(self, max_messages=500, max_bytes=2**20):
+        super().__init__()
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.overflows = 0
+
+    def emit(
+        self,
+        event,
+        data,
+        namespace,
+        room=None,
+        skip_sid=None,
+        callback=None,
+        to=None,
+        **kwargs,
+    ):
+        special = callback or to or room or skip_sid or isinstance(data, tuple)
+        if special or namespace not in self.rooms:
+            return super().emit(
+                event,
+                data,
+                namespace,
+                room=room,
+                skip_sid=skip_sid,
+                callback=callback,
+                to=to,
+                **kwargs,
+            )
+        message = self._encode(event, data, namespace)
+        resync = None
+        for _sid, eio_sid in list(self.get_participants(namespace, None)):
+            client = self.server.eio.sockets.get(eio_sid)
+            if client is None or client.closed:
+                continue
+            if self._over_limit(client.queue):
+                resync = resync or self._encode("resync", {}, namespace)
+                self._drop_backlog(client, resync)
+            client.send(message)
+
+    def _encode(self, event, data, namespace):
+        encoded = self.server.packet_class(
+            packet.EVENT, namespace=namespace, data=[event, data]
+        ).encode()
+        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+
+    def _over_limit(self, backlog):
+        waiting = backlog.qsize()
+        if waiting < _SUM_BYTES_FROM:
+            return False
+        if waiting >= self.max_messages:
+            return True
+        with backlog.mutex:
+            size = sum(len(p.data) for p in backlog.queue if p is not None)
+        return size >= self.max_bytes
+
+    def _drop_backlog(self, client, resync):
+        self.overflows += 1
+        dropped = _drop_messages(client.queue)
+        log.warning(
+            "client %s fell %d messages behind; dropped them and sent resync",
+            client.sid,
+            dropped,
+        )
+        client.send(resync)
+
+
+def _drop_messages(backlog):
+    """Remove queued MESSAGE packets, keeping control packets; return how many."""
+    if not isinstance(backlog, queue.Queue):
+        return 0
+    with backlog.mutex:
+        kept = [
+            p for p in backlog.queue if p is None or p.packet_type != eio_packet.MESSAGE
+        ]
+        dropped = len(backlog.queue) - len(kept)
+        backlog.queue.clear()
+        backlog.queue.extend(kept)
+        # Keep Queue.join() (used when a socket closes) balanced.
+        backlog.unfinished_tasks -= dropped
+        if backlog.unfinished_tasks <= 0:
+            backlog.unfinished_tasks = 0
+            backlog.all_tasks_done.notify_all()
+    return dropped

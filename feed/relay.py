@@ -1,0 +1,72 @@
+"""The fan-out thread: takes listener output and emits it to every client.
+
+The listener only hands off; this thread does the per-client work, merging
+whatever piled up meanwhile into one `events` message, so neither a slow fan-out
+nor a slow client ever stalls the LISTEN connection.
+"""
+
+import logging
+import queue
+import threading
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Relay:
+    """Emits rows and messages to all clients of a namespace, in the order given."""
+
+    def __init__(self, server, namespace):
+        self.server = server
+        self.namespace = namespace
+        self._pending = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
+
+    def start(self):
+        """Start the fan-out thread."""
+        self._thread.start()
+
+    def stop(self, timeout=5.0):
+        """Emit what is pending, then stop."""
+        self._pending.put(_STOP)
+        self._thread.join(timeout)
+
+    def rows(self, rows):
+        """Queue rows for one `events` message (merged with rows already waiting)."""
+        self._pending.put(("events", rows))
+
+    def message(self, event, data):
+        """Queue any other message, kept in order with the rows."""
+        self._pending.put((event, data))
+
+    def _run(self):
+        while True:
+            items = [self._pending.get()]
+            while not self._pending.empty():
+                items.append(self._pending.get_nowait())
+            for event, data in _merge_rows(items):
+                if event is _STOP:
+                    return
+                self._emit(event, data)
+
+    def _emit(self, event, data):
+        try:
+            self.server.emit(event, data, namespace=self.namespace)
+        except Exception:
+            log.exception("emitting %s failed", event)
+
+
+def _merge_rows(items):
+    """Consecutive `events` items become one; everything keeps its order."""
+    merged = []
+    for item in items:
+        if item is _STOP:
+            merged.append((_STOP, None))
+        elif item[0] == "events" and merged and merged[-1][0] == "events":
+            merged[-1][1].extend(item[1])
+        elif item[0] == "events":
+            merged.append(("events", list(item[1])))
+        else:
+            merged.append(item)
+    return merged
