@@ -2,10 +2,10 @@
 
 python-engineio queues every outgoing packet per client without limit. This
 client manager checks a client's queue before adding a broadcast to it; past
-the limit (in messages or bytes) it drops that client's queued messages and
-queues a `resync` instead, so the client recovers through `sync` once it reads
-again. Other clients never wait: the check is a length read, and the byte count
-is only summed once a queue is already long.
+the limit (in messages or bytes) it drops that client's queued broadcasts (never
+its acks) and queues a `resync` instead, so the client recovers through `sync`
+once it reads again. Other clients never wait: the check is a length read, and
+bytes are only summed for a client with more than one message queued.
 """
 
 import logging
@@ -17,7 +17,7 @@ from socketio import packet
 
 log = logging.getLogger(__name__)
 
-_SUM_BYTES_FROM = 16  # below this many queued packets, bytes are not counted
+_SUM_BYTES_FROM = 2  # a lone queued packet is being sent: bytes are not counted
 
 
 class BoundedManager(socketio.Manager):
@@ -67,7 +67,7 @@ class BoundedManager(socketio.Manager):
         encoded = self.server.packet_class(
             packet.EVENT, namespace=namespace, data=[event, data]
         ).encode()
-        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        return BroadcastPacket(eio_packet.MESSAGE, encoded)
 
     def _over_limit(self, backlog):
         waiting = backlog.qsize()
@@ -90,14 +90,16 @@ class BoundedManager(socketio.Manager):
         client.send(resync)
 
 
+class BroadcastPacket(eio_packet.Packet):
+    """A broadcast message: the only kind a backlog overflow may drop (never acks)."""
+
+
 def _drop_messages(backlog):
-    """Remove queued MESSAGE packets, keeping control packets; return how many."""
+    """Remove queued broadcasts, keeping acks and control packets; return how many."""
     if not isinstance(backlog, queue.Queue):
         return 0
     with backlog.mutex:
-        kept = [
-            p for p in backlog.queue if p is None or p.packet_type != eio_packet.MESSAGE
-        ]
+        kept = [p for p in backlog.queue if not isinstance(p, BroadcastPacket)]
         dropped = len(backlog.queue) - len(kept)
         backlog.queue.clear()
         backlog.queue.extend(kept)

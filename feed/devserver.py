@@ -13,7 +13,7 @@ from config import embedded_database_dir
 
 from . import create_app
 from .database_urls import mask_url
-from .realtime import start_feed, stop_feed
+from .realtime import close_clients, start_feed, stop_feed
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,16 @@ def serve(app):
     """Serve until SIGINT or SIGTERM, with LISTEN in place before the first client."""
     host, port = app.config["HOST"], app.config["PORT"]
     server = make_server(host, port, app, threaded=True)
-    if not start_feed(app):
-        log.error("the listener is not connected yet; it keeps retrying")
+    if not start_feed(app, timeout=app.config["FEED_LISTENER_TIMEOUT"]):
+        log.error("serving without LISTEN: the database is unreachable; retrying")
     _stop_on_signals(server)
     print(f" * pg-feed serving on http://{host}:{server.port}", flush=True)
     try:
         server.serve_forever()
     finally:
+        close_clients()
         stop_feed(app)
+        server.server_close()
         log.info("stopped")
 
 

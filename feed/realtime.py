@@ -19,6 +19,7 @@ One client's events are inserted in the order it sent them (async_handlers off).
 
 import logging
 import threading
+import time
 import uuid
 
 from flask import current_app
@@ -85,6 +86,16 @@ def stop_feed(app):
             state.listener.stop()
             state.relay.stop()
             state.listener = state.relay = None
+
+
+def close_clients(timeout=2.0):
+    """Close every client's connection with a proper CLOSE; wait briefly for it."""
+    clients = list(socketio.server.eio.sockets.values())
+    for client in clients:
+        client.close(wait=False, abort=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(c.queue.qsize() for c in clients):
+        time.sleep(0.01)
 
 
 def _new_listener(config, relay):

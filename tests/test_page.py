@@ -4,10 +4,12 @@ import os
 import threading
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from conftest import ServedApp, insert_row, insert_rows
 from feed import create_app
+from feed.extensions import socketio
 from feed.realtime import stop_feed
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,6 +64,85 @@ def page(browser, server):
 
 def row(page, row_id):
     return page.locator(f'#events li.event[data-id="{row_id}"]')
+
+
+SHOWN_IDS = (
+    "() => [...document.querySelectorAll('#events li.event')]"
+    ".map((item) => Number(item.dataset.id))"
+)
+
+
+def table_ids(writer):
+    """Every id in the table, highest first, as the page lists them."""
+    with writer.cursor() as cursor:
+        cursor.execute("SELECT id FROM events ORDER BY id DESC")
+        return [row_id for (row_id,) in cursor.fetchall()]
+
+
+def expect_shown_ids(page, expected):
+    """Wait until the page lists exactly these ids, in this order (so none twice)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        page.wait_for_function(
+            f"(expected) => JSON.stringify(({SHOWN_IDS})())"
+            " === JSON.stringify(expected)",
+            arg=expected,
+            timeout=TIMEOUT_MS,
+        )
+    except PlaywrightTimeoutError:
+        pytest.fail(f"the page shows ids {page.evaluate(SHOWN_IDS)}, not {expected}")
+
+
+def change_unheard(database_url, *statements):
+    """Run statements with the table's triggers off: changes no listener hears of."""
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE events DISABLE TRIGGER USER")
+            for statement in statements:
+                cursor.execute(*statement)
+            cursor.execute("ALTER TABLE events ENABLE TRIGGER USER")
+    finally:
+        connection.close()
+
+
+def send_to_pages(message, data):
+    """Emit a server message to every page, as the app itself would."""
+    socketio.emit(message, data, namespace="/events")
+
+
+# Holds each `sync` answer the page receives until RELEASE_SYNC_ANSWERS, so a test
+# can change the table while a catch-up is in flight.
+HOLD_SYNC_ANSWERS = """() => {
+  const socket = pgFeed.socket;
+  const timeout = socket.timeout.bind(socket);
+  window.heldSyncAnswers = [];
+  window.holdingSyncAnswers = true;
+  socket.timeout = (ms) => {
+    const timed = timeout(ms);
+    return {
+      emitWithAck: async (event, ...args) => {
+        const answer = await timed.emitWithAck(event, ...args);
+        if (event !== "sync" || !window.holdingSyncAnswers) return answer;
+        return new Promise((resolve) => {
+          window.heldSyncAnswers.push(() => resolve(answer));
+        });
+      },
+    };
+  };
+}"""
+RELEASE_SYNC_ANSWERS = """() => {
+  window.holdingSyncAnswers = false;
+  window.heldSyncAnswers.splice(0).forEach((release) => release());
+}"""
+
+
+def hold_a_catch_up(page):
+    """Start a catch-up with a resync and hold its answer."""
+    page.evaluate(HOLD_SYNC_ANSWERS)
+    send_to_pages("resync", {})
+    page.wait_for_function("() => window.heldSyncAnswers.length === 1")
 
 
 def test_page_shows_history_live_rows_and_sends_events(page, server, writer):
@@ -135,6 +216,166 @@ def test_page_shows_a_refusal_from_the_server(page, server):
     page.fill("#event-input", "   ")
     page.click("#send")
     expect(page.locator("#send-error")).to_contain_text("empty")
+
+
+def test_page_exposes_only_its_socket(page, server):
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    assert page.evaluate("Object.keys(window.pgFeed)") == ["socket"]
+    assert page.evaluate("pgFeed.socket.connected") is True
+
+
+def test_page_catches_up_on_reconnect_with_a_late_commit_update_and_delete(
+    page, server, writer, database_url
+):
+    from playwright.sync_api import expect
+
+    status = page.locator("#status")
+    kept = insert_row(writer, "kept")
+    doomed = insert_row(writer, "doomed")
+    late = psycopg2.connect(database_url)
+    try:
+        late_id = insert_row(late, "late")  # takes the lower id, commits later
+        early_id = insert_row(writer, "early")
+        assert late_id < early_id
+        page.goto(server.url)
+        expect_shown_ids(page, [early_id, doomed, kept])
+
+        page.evaluate("pgFeed.socket.disconnect()")
+        expect(status).to_have_attribute("data-state", "offline")
+        late.commit()
+        with writer.cursor() as cursor:
+            cursor.execute("UPDATE events SET event = 'edited' WHERE id = %s", (kept,))
+            cursor.execute("DELETE FROM events WHERE id = %s", (doomed,))
+        page.evaluate("pgFeed.socket.connect()")
+
+        expect(status).to_have_attribute("data-state", "connected")
+        expect_shown_ids(page, [early_id, late_id, kept])
+        assert table_ids(writer) == [early_id, late_id, kept]
+        expect(row(page, late_id).locator(".event-text")).to_have_text("late")
+        expect(row(page, kept).locator(".event-text")).to_have_text("edited")
+    finally:
+        late.close()
+    assert page.problems == []
+
+
+def test_page_shows_a_late_commit_that_arrives_live_once(
+    page, server, writer, database_url
+):
+    late = psycopg2.connect(database_url)
+    try:
+        late_id = insert_row(late, "late")
+        early_id = insert_row(writer, "early")
+        page.goto(server.url)
+        expect_shown_ids(page, [early_id])
+        late.commit()
+        expect_shown_ids(page, [early_id, late_id])
+    finally:
+        late.close()
+    insert_row(writer, "after the late one")  # the page is still live and in order
+    expect_shown_ids(page, table_ids(writer))
+    assert page.problems == []
+
+
+def test_page_catches_up_on_resync(page, server, writer, database_url):
+    from playwright.sync_api import expect
+
+    kept = insert_row(writer, "kept")
+    doomed = insert_row(writer, "doomed")
+    page.goto(server.url)
+    expect_shown_ids(page, [doomed, kept])
+    change_unheard(
+        database_url,
+        ("UPDATE events SET event = 'edited unheard' WHERE id = %s", (kept,)),
+        ("DELETE FROM events WHERE id = %s", (doomed,)),
+        ("INSERT INTO events (event) VALUES ('inserted unheard')",),
+    )
+    send_to_pages("resync", {})
+    expect_shown_ids(page, table_ids(writer))
+    expect(row(page, kept).locator(".event-text")).to_have_text("edited unheard")
+    assert page.locator("#events li.event").count() == 2
+    assert page.problems == []
+
+
+def test_page_catches_up_across_sync_pages(page, server, writer):
+    from playwright.sync_api import expect
+
+    insert_row(writer, "first")
+    page.goto(server.url)
+    expect(page.locator("#events li.event")).to_have_count(1)
+    page.evaluate("pgFeed.socket.disconnect()")
+    expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+    insert_rows(writer, 1500, prefix="while away")  # more than one sync answer
+    page.evaluate("pgFeed.socket.connect()")
+    expect_shown_ids(page, table_ids(writer)[:500])  # the page keeps the newest 500
+    assert page.problems == []
+
+
+def test_page_keeps_live_changes_made_during_a_catch_up(page, server, writer):
+    from playwright.sync_api import expect
+
+    edited = insert_row(writer, "original")
+    doomed = insert_row(writer, "doomed")
+    page.goto(server.url)
+    expect_shown_ids(page, [doomed, edited])
+    hold_a_catch_up(page)  # its answer still has doomed and the original text
+
+    with writer.cursor() as cursor:
+        cursor.execute("DELETE FROM events WHERE id = %s", (doomed,))
+        cursor.execute("UPDATE events SET event = 'edited' WHERE id = %s", (edited,))
+    added = insert_row(writer, "added during the catch-up")
+    expect_shown_ids(page, [added, edited])
+    page.evaluate(RELEASE_SYNC_ANSWERS)
+
+    marker = insert_row(writer, "after the catch-up")
+    expect_shown_ids(page, [marker, added, edited])
+    expect(row(page, edited).locator(".event-text")).to_have_text("edited")
+    assert page.problems == []
+
+
+def test_page_restarts_a_catch_up_cut_by_truncate(page, server, writer):
+    insert_rows(writer, 3, prefix="before truncate")
+    page.goto(server.url)
+    expect_shown_ids(page, [3, 2, 1])
+    hold_a_catch_up(page)  # its answer still has rows 1 to 3
+
+    with writer.cursor() as cursor:
+        cursor.execute("TRUNCATE events")
+    expect_shown_ids(page, [])
+    after = insert_row(writer, "after truncate")
+    expect_shown_ids(page, [after])
+    page.evaluate(RELEASE_SYNC_ANSWERS)
+
+    marker = insert_row(writer, "after the catch-up")
+    expect_shown_ids(page, [marker, after])
+    assert page.problems == []
+
+
+def test_page_shows_when_the_feed_is_offline(page, server):
+    from playwright.sync_api import expect
+
+    status = page.locator("#status")
+    page.goto(server.url)
+    expect(status).to_have_attribute("data-state", "connected")
+
+    send_to_pages("status", {"feed": "offline"})
+    expect(status).to_have_attribute("data-state", "feed-offline")
+    expect(status).to_have_text("feed offline")
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#generate")).to_be_enabled()
+    feed_offline_colour = status.evaluate("(el) => getComputedStyle(el).color")
+
+    send_to_pages("status", {"feed": "live"})
+    expect(status).to_have_attribute("data-state", "connected")
+    expect(status).to_have_text("connected")
+
+    page.evaluate("pgFeed.socket.disconnect()")
+    expect(status).to_have_attribute("data-state", "offline")
+    assert status.evaluate("(el) => getComputedStyle(el).color") != feed_offline_colour
+    expect(page.locator("#send")).to_be_disabled()
+    assert page.problems == []
 
 
 def readme_snippet():

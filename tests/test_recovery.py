@@ -1,0 +1,355 @@
+"""Faults: the listener's connection dies, the server restarts, clients come and go.
+
+Every test runs on a PostgreSQL of its own module that it stops and starts
+(controlled_postgres); nothing about psycopg2 or the transport is mocked.
+"""
+
+import os
+import signal
+import socket
+import statistics
+import threading
+import time
+
+import psycopg2
+import requests
+import websocket
+
+from conftest import AppProcess, ServedApp, insert_row, wait_for
+from feed import create_app
+from feed.extensions import db
+from feed.realtime import stop_feed
+
+FAST_LISTENER = {"FEED_LISTENER_IDLE_CHECK": "1", "FEED_LISTENER_TIMEOUT": "2"}
+
+
+class Writer(threading.Thread):
+    """Inserts rows one per transaction until stopped, reconnecting through outages."""
+
+    def __init__(self, url, name):
+        super().__init__(daemon=True, name=name)
+        self.url = url
+        self.stopping = threading.Event()
+        self.committed = 0
+
+    def run(self):
+        connection = None
+        number = 0
+        while not self.stopping.is_set():
+            try:
+                if connection is None:
+                    connection = psycopg2.connect(self.url, connect_timeout=2)
+                    connection.autocommit = True
+                number += 1
+                insert_row(connection, f"{self.name} {number}")
+                self.committed += 1
+            except psycopg2.Error:
+                connection = None
+                self.stopping.wait(0.05)
+
+    def stop(self):
+        self.stopping.set()
+        self.join(10)
+
+
+def healthz(url):
+    try:
+        return requests.get(f"{url}/healthz", timeout=5)
+    except requests.ConnectionError:
+        return None
+
+
+def reconnects(url):
+    response = healthz(url)
+    return response.json()["listener"]["reconnects"] if response is not None else -1
+
+
+def listening(url):
+    response = healthz(url)
+    return response is not None and response.status_code == 200
+
+
+def test_clients_converge_through_terminated_listeners_and_a_restart(
+    faulty_postgres, catch_up_client
+):
+    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+    writers = [Writer(faulty_postgres.url, f"writer{i}") for i in (1, 2)]
+    try:
+        clients = [catch_up_client(app.url) for _ in range(3)]
+        for writer in writers:
+            writer.start()
+        for round_number in range(1, 4):
+            wait_for(lambda n=round_number: all(w.committed > 20 * n for w in writers))
+            assert faulty_postgres.terminate_listeners() == 1
+            wait_for(lambda n=round_number: reconnects(app.url) == n, timeout=15)
+        faulty_postgres.stop()
+        wait_for(lambda: not listening(app.url), message="the outage is seen")
+        faulty_postgres.start()
+        wait_for(lambda: reconnects(app.url) == 4, timeout=20, message="recovery")
+        wait_for(lambda: all(w.committed > 100 for w in writers))
+    finally:
+        for writer in writers:
+            writer.stop()
+    table = faulty_postgres.table()
+    assert len(table) >= 200
+    for feed_client in clients:
+        wait_for(lambda c=feed_client: c.holds(table), timeout=20, message="converge")
+        assert len(feed_client.live_inserts) == len(set(feed_client.live_inserts))
+        assert feed_client.resyncs >= 4
+    app.stop()
+
+
+def test_a_client_reconnecting_repeatedly_during_writes_converges(
+    faulty_postgres, catch_up_client
+):
+    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+    writer = Writer(faulty_postgres.url, "writer")
+    try:
+        feed_client = catch_up_client(app.url)
+        writer.start()
+        for round_number in range(1, 6):
+            wait_for(lambda n=round_number: writer.committed > 30 * n)
+            feed_client.drop()
+            wait_for(lambda n=round_number: writer.committed > 30 * n + 15)
+            feed_client.reconnect()
+    finally:
+        writer.stop()
+    table = faulty_postgres.table()
+    wait_for(lambda: feed_client.holds(table), timeout=20, message="converge")
+    app.stop()
+
+
+def test_a_late_commit_of_a_lower_id_is_recovered_after_a_reconnect(
+    faulty_postgres, catch_up_client
+):
+    app = AppProcess(faulty_postgres.url)
+    slow = psycopg2.connect(faulty_postgres.url)  # a transaction left open
+    writer = psycopg2.connect(faulty_postgres.url)
+    writer.autocommit = True
+    try:
+        feed_client = catch_up_client(app.url)
+        with slow.cursor() as cursor:
+            cursor.execute("INSERT INTO events (event) VALUES ('late') RETURNING id")
+            (late_id,) = cursor.fetchone()
+        early_id = insert_row(writer, "early")
+        assert late_id < early_id
+        wait_for(lambda: early_id in feed_client.held, message="the early row")
+        feed_client.drop()
+        slow.commit()
+        with writer.cursor() as cursor:
+            cursor.execute(
+                "UPDATE events SET event = 'edited' WHERE id = %s", (early_id,)
+            )
+        feed_client.reconnect()
+        table = faulty_postgres.table()
+        assert table == {late_id: "late", early_id: "edited"}
+        wait_for(lambda: feed_client.holds(table), message="the late row")
+    finally:
+        slow.close()
+        writer.close()
+        app.stop()
+
+
+def test_a_stalled_client_costs_bounded_memory(faulty_postgres):
+    app = AppProcess(
+        faulty_postgres.url,
+        FEED_CLIENT_BACKLOG_MESSAGES=os.environ.get("TEST_BACKLOG_MESSAGES", "200"),
+        FEED_CLIENT_BACKLOG_BYTES=os.environ.get("TEST_BACKLOG_BYTES", str(2**20)),
+    )
+    try:
+        before = rss_bytes(app.process.pid)
+        stalled = stalled_client(app.url)
+        push_rows(faulty_postgres)  # fills the stalled client's backlog to its limit
+        wait_for(lambda: reconnects(app.url) == 0)  # the app still answers
+        at_limit = rss_bytes(app.process.pid)
+        for _ in range(2):
+            push_rows(faulty_postgres)  # 32 MB more that the client never reads
+        wait_for(lambda: healthz(app.url).json()["listener"]["last_notification_at"])
+        after = rss_bytes(app.process.pid)
+        print(
+            f"\nstalled client: server RSS {before / 2**20:.1f} MiB before, "
+            f"{at_limit / 2**20:.1f} MiB at the backlog limit, "
+            f"{after / 2**20:.1f} MiB after 32 MB more"
+        )
+        assert after - at_limit < 6 * 2**20
+        stalled.close()
+    finally:
+        app.stop()
+
+
+def test_a_stalled_client_does_not_delay_the_others(faulty_postgres, sio_client):
+    app = AppProcess(faulty_postgres.url)
+    writer = psycopg2.connect(faulty_postgres.url)
+    writer.autocommit = True
+    try:
+        stalled = stalled_client(app.url)
+        push_rows(faulty_postgres)  # the stalled client is now far behind
+        reader = sio_client(app.url)
+        delays = []
+        for number in range(100):
+            started = time.monotonic()
+            row_id = insert_row(writer, f"row {number}")
+            wait_for(lambda i=row_id: i in reader.ids(), timeout=2)
+            delays.append(time.monotonic() - started)
+        print(
+            f"\ncommit-to-client with a stalled client: median "
+            f"{statistics.median(delays) * 1000:.1f} ms, "
+            f"max {max(delays) * 1000:.1f} ms"
+        )
+        assert statistics.median(delays) < 0.1
+        stalled.close()
+    finally:
+        writer.close()
+        app.stop()
+
+
+def push_rows(database, rows=4000, size=4000):
+    """16 MB of rows, 100 per transaction, pushed to every client."""
+    writer = psycopg2.connect(database.url)
+    writer.autocommit = True
+    with writer.cursor() as cursor:
+        for _ in range(rows // 100):
+            cursor.execute(
+                "INSERT INTO events (event) "
+                "SELECT repeat('x', %s) FROM generate_series(1, 100)",
+                (size,),
+            )
+    writer.close()
+
+
+def stalled_client(url):
+    """A raw WebSocket that joins /events, then never reads again."""
+    connection = websocket.create_connection(
+        url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
+        timeout=5,
+    )
+    assert connection.recv().startswith("0")  # Engine.IO open
+    connection.send("40/events,")
+    assert connection.recv().startswith("40/events,")
+    return connection
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_database_down_at_start_then_up(faulty_postgres, sio_client):
+    faulty_postgres.stop()
+    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+    try:
+        assert requests.get(app.url, timeout=5).status_code == 200
+        response = healthz(app.url)
+        assert response.status_code == 503
+        assert response.json()["database"] == "unreachable"
+        feed_client = sio_client(app.url)
+        ack = feed_client.call("event", "while down")
+        assert ack == {
+            "ok": False,
+            "error": "the database is unavailable, try again shortly",
+        }
+        faulty_postgres.start()
+        wait_for(lambda: listening(app.url), timeout=20, message="the feed is up")
+        ack = feed_client.call("event", "after start")
+        assert ack["ok"] is True
+        wait_for(lambda: feed_client.ids() == [ack["id"]], message="the row")
+    finally:
+        app.stop()
+
+
+def test_healthz_flips_to_503_in_an_outage_and_back(faulty_postgres):
+    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+    try:
+        assert healthz(app.url).status_code == 200
+        faulty_postgres.stop()
+        wait_for(lambda: healthz(app.url).status_code == 503, timeout=10)
+        body = healthz(app.url).json()
+        assert body["database"] == "unreachable"
+        assert body["listener"]["state"] == "reconnecting"
+        faulty_postgres.start()
+        wait_for(lambda: healthz(app.url).status_code == 200, timeout=20)
+        assert healthz(app.url).json()["listener"]["reconnects"] == 1
+    finally:
+        app.stop()
+
+
+def test_clients_are_told_when_the_feed_goes_offline_and_comes_back(faulty_postgres):
+    app = create_app(
+        {"DATABASE_URL": faulty_postgres.url, "FEED_LISTENER_IDLE_CHECK": 1}
+    )
+    served = ServedApp(app).start()
+    statuses = []
+    client = None
+    try:
+        from conftest import FeedClient
+
+        client = FeedClient(served.url)
+        client.sio.on("status", statuses.append, namespace="/events")
+        faulty_postgres.stop()
+        wait_for(lambda: {"feed": "offline"} in statuses, message="offline status")
+        faulty_postgres.start()
+        wait_for(lambda: statuses[-1:] == [{"feed": "live"}], timeout=20)
+        wait_for(lambda: client.resyncs == 1, message="a resync after the outage")
+    finally:
+        if client is not None:
+            client.close()
+        served.stop()
+        stop_feed(app)
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_recovery_time_after_a_terminated_backend(faulty_postgres):
+    app = AppProcess(faulty_postgres.url)
+    try:
+        times = []
+        for attempt in range(1, 6):
+            started = time.monotonic()
+            assert faulty_postgres.terminate_listeners() == 1
+            wait_for(lambda n=attempt: reconnects(app.url) == n, timeout=10)
+            times.append(time.monotonic() - started)
+        print(
+            f"\nrecovery after pg_terminate_backend: median "
+            f"{statistics.median(times) * 1000:.0f} ms of {len(times)} tries "
+            f"({', '.join(f'{t * 1000:.0f}' for t in times)} ms)"
+        )
+        assert statistics.median(times) < 5
+    finally:
+        app.stop()
+
+
+def test_sigterm_closes_clients_cleanly_and_exits_promptly(faulty_postgres, sio_client):
+    app = AppProcess(faulty_postgres.url)
+    feed_client = sio_client(app.url)
+    reasons = []
+    feed_client.sio.on("disconnect", reasons.append, namespace="/events")
+    started = time.monotonic()
+    app.process.send_signal(signal.SIGTERM)
+    assert app.process.wait(10) == 0
+    assert time.monotonic() - started < 5
+    wait_for(lambda: reasons, message="the client sees the disconnect")
+    assert reasons[0] != feed_client.sio.reason.CLIENT_DISCONNECT
+
+
+def test_self_test_names_the_likely_cause_when_notify_does_not_arrive(
+    faulty_postgres, app_process, database_url
+):
+    # The listener on another database than the app's: like a transaction-mode
+    # pooler, LISTEN works but the app's NOTIFYs never reach it.
+    app = app_process(
+        database_url=faulty_postgres.url, LISTENER_DATABASE_URL=database_url
+    )
+    wait_for(lambda: any("self-test" in line for line in app.output), timeout=15)
+    complaint = next(line for line in app.output if "self-test" in line)
+    assert "ERROR" in complaint
+    assert "PgBouncer" in complaint and "LISTENER_DATABASE_URL" in complaint
+
+
+def test_self_test_passes_on_a_direct_connection(faulty_postgres, app_process):
+    app = app_process(database_url=faulty_postgres.url)
+    wait_for(lambda: any("self-test" in line for line in app.output), timeout=15)
+    assert any("listener hears the app's NOTIFY" in line for line in app.output)
