@@ -2,6 +2,7 @@
 
 import functools
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -502,3 +503,68 @@ def catch_up_client():
     yield connect
     for feed_client in clients:
         feed_client.close()
+
+
+class FreezableProxy:
+    """A TCP proxy to PostgreSQL's Unix socket whose open connections can go silent.
+
+    freeze() stops forwarding on every connection open at that moment while
+    keeping their sockets open, as a dead network link does; new connections
+    still pass.
+    """
+
+    def __init__(self, unix_socket_path):
+        self.target = unix_socket_path
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = []
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            frozen = threading.Event()
+            self.connections.append((client, upstream, frozen))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, frozen), daemon=True
+                ).start()
+
+    @staticmethod
+    def _pump(source, sink, frozen):
+        try:
+            while not frozen.is_set():
+                data = source.recv(65536)
+                if not data or frozen.is_set():
+                    return
+                sink.sendall(data)
+        except OSError:
+            return
+
+    def freeze(self):
+        """Silence every connection open now, without closing any."""
+        for _client, _upstream, frozen in self.connections:
+            frozen.set()
+
+    def close(self):
+        self.closing = True
+        self.listener.close()
+        for client, upstream, _frozen in self.connections:
+            client.close()
+            upstream.close()
+
+
+@pytest.fixture
+def freezable_proxy(faulty_postgres):
+    """A FreezableProxy in front of faulty_postgres; its libpq URL is proxy.url."""
+    socket_path = Path(faulty_postgres.server.pgdata) / ".s.PGSQL.5432"
+    proxy = FreezableProxy(str(socket_path))
+    proxy.url = f"postgresql://postgres@127.0.0.1:{proxy.port}/faults"
+    yield proxy
+    proxy.close()

@@ -353,3 +353,42 @@ def test_self_test_passes_on_a_direct_connection(faulty_postgres, app_process):
     app = app_process(database_url=faulty_postgres.url)
     wait_for(lambda: any("self-test" in line for line in app.output), timeout=15)
     assert any("listener hears the app's NOTIFY" in line for line in app.output)
+
+
+def test_a_silently_dead_network_is_detected_and_recovered(
+    faulty_postgres, freezable_proxy, catch_up_client
+):
+    app = create_app(
+        {
+            "DATABASE_URL": faulty_postgres.url,
+            "LISTENER_DATABASE_URL": freezable_proxy.url,
+            "FEED_LISTENER_IDLE_CHECK": 0.5,
+            "FEED_LISTENER_TIMEOUT": 1.0,
+        }
+    )
+    served = ServedApp(app).start()
+    writer = psycopg2.connect(faulty_postgres.url)
+    writer.autocommit = True
+    try:
+        feed_client = catch_up_client(served.url)
+        first = insert_row(writer, "before")
+        wait_for(lambda: first in feed_client.held, message="a row before")
+        frozen_at = time.monotonic()
+        freezable_proxy.freeze()
+        during = insert_row(writer, "while the link is dead")
+        listener = app.extensions["feed"].listener
+        wait_for(lambda: listener.reconnects == 1, timeout=10, message="reconnect")
+        print(
+            f"\nsilent link: listener back {time.monotonic() - frozen_at:.1f} s "
+            "after the freeze"
+        )
+        after = insert_row(writer, "after")
+        table = faulty_postgres.table()
+        assert set(table) == {first, during, after}
+        wait_for(lambda: feed_client.holds(table), message="the missed row")
+    finally:
+        writer.close()
+        served.stop()
+        stop_feed(app)
+        with app.app_context():
+            db.engine.dispose()
