@@ -76,7 +76,7 @@ class BoundedManager(socketio.Manager):
         if waiting >= self.max_messages:
             return True
         with backlog.mutex:
-            size = sum(len(p.data) for p in backlog.queue if p is not None)
+            size = sum(len(p.data or "") for p in backlog.queue if p is not None)
         return size >= self.max_bytes
 
     def _drop_backlog(self, client, resync):

@@ -78,7 +78,7 @@ def serve(app):
     _stop_on_signals(server)
     print(f" * pg-feed serving on http://{host}:{server.port}", flush=True)
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)
     finally:
         close_clients()
         stop_feed(app)

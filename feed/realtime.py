@@ -94,8 +94,14 @@ def close_clients(timeout=2.0):
     for client in clients:
         client.close(wait=False, abort=False)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(c.queue.qsize() for c in clients):
+    while time.monotonic() < deadline and any(map(_sending, clients)):
         time.sleep(0.01)
+
+
+def _sending(client):
+    # The writer leaves a None (its stop mark) in the queue; anything else is
+    # still to be sent.
+    return any(item is not None for item in list(client.queue.queue))
 
 
 def _new_listener(config, relay):

@@ -12,7 +12,7 @@
   const SYNC_RETRY_MS = 3000;
   // Serial ids follow INSERT order, not COMMIT order, so catch-up re-reads this many
   // ids below the highest one held to find rows that committed late: the client
-  // protocol in README.md ("Wire contract").
+  // protocol in README.md, "Catching up".
   const LOOKBACK_IDS = 1000;
 
   const feed = document.getElementById("feed");
@@ -36,11 +36,15 @@
     highestId: null,
     running: false,
     again: false,
+    // Lowest "highest id held" noted at a reconnect or resync not yet caught up:
+    // rows that arrive live after a resync are past the gap and must not move it.
+    from: null,
     current: null,
     retryTimer: null,
   };
   // feedOffline: the server says its LISTEN connection to PostgreSQL is down.
-  const connection = { everConnected: false, gaveUp: false, feedOffline: false };
+  // statusSeen: a "status" message arrived on this connection (newer than sync answers).
+  const connection = { everConnected: false, gaveUp: false, feedOffline: false, statusSeen: false };
 
   function readPositiveInt(value, fallback) {
     const number = Number.parseInt(value, 10);
@@ -170,8 +174,10 @@
       if (run) run.truncated = true;
     } else if (row.op === "DELETE" && hasId(row)) {
       removeRow(row.id);
-      if (run) run.deletedIds.add(row.id);
-      if (run) run.liveRows.delete(row.id);
+      if (run) {
+        run.deletedIds.add(row.id);
+        run.liveRows.delete(row.id);
+      }
     } else if ((row.op === "INSERT" || row.op === "UPDATE") && hasId(row)) {
       upsertRow(row, true);
       if (run) run.liveRows.set(row.id, row);
@@ -187,10 +193,20 @@
 
   async function requestSync(request) {
     const answer = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck("sync", request);
+    noteFeedFromSync(answer);
     if (!answer || answer.ok !== true || !Array.isArray(answer.events)) {
       throw new Error((answer && answer.error) || "unexpected sync answer");
     }
     return answer;
+  }
+
+  /** Sync answers say whether the feed is live; a "status" message, being newer, wins. */
+  function noteFeedFromSync(answer) {
+    if (connection.statusSeen || !answer) return;
+    const databaseDown = answer.ok === false && /database is unavailable/.test(answer.error || "");
+    if (answer.feed !== "live" && answer.feed !== "offline" && !databaseDown) return;
+    connection.feedOffline = databaseDown || answer.feed === "offline";
+    renderStatus();
   }
 
   function highestIdIn(rows, fallback) {
@@ -265,7 +281,9 @@
 
   /** Catch-up after a reconnect or a resync: re-reads LOOKBACK_IDS below the highest id held. */
   async function syncLookback(run) {
-    const base = Math.max(0, highestIdHeld() - LOOKBACK_IDS);
+    const from = sync.from ?? highestIdHeld();
+    sync.from = null;
+    const base = Math.max(0, from - LOOKBACK_IDS);
     const tableRows = await readTableAbove(run, base);
     if (tableRows === null) return false;
     reconcileAbove(base, tableRows, run);
@@ -276,10 +294,13 @@
   async function syncOnce() {
     const run = { truncated: false, deletedIds: new Set(), liveRows: new Map() };
     sync.current = run;
+    const from = sync.from;
+    let complete = false;
     try {
-      const complete = sync.hasSynced ? await syncLookback(run) : await syncLatestPage(run);
+      complete = sync.hasSynced ? await syncLookback(run) : await syncLatestPage(run);
       if (!complete) sync.again = true;
     } finally {
+      if (!complete) notePosition(from); // a failed pass keeps where the gap starts
       sync.current = null;
       dropOldestBeyondCap();
       renderListState();
@@ -291,6 +312,18 @@
     sync.retryTimer = setTimeout(() => {
       if (socket.connected) catchUp();
     }, SYNC_RETRY_MS);
+  }
+
+  /** Remembers where a gap starts: the lowest position asked for wins. */
+  function notePosition(position) {
+    if (position === null || position === undefined) return;
+    sync.from = sync.from === null ? position : Math.min(sync.from, position);
+  }
+
+  /** A reconnect or resync: catch up from the highest id held right now. */
+  function requestCatchUp() {
+    if (sync.hasSynced) notePosition(highestIdHeld());
+    catchUp();
   }
 
   /** Runs catch-up, coalescing requests that arrive while one is running. */
@@ -393,19 +426,21 @@
     connection.everConnected = true;
     connection.gaveUp = false;
     renderStatus();
-    catchUp();
+    requestCatchUp();
   }
 
   /** socket.active is false when the server refused or closed us: no automatic retry. */
   function handleDisconnectOrError() {
     connection.gaveUp = !socket.active;
     connection.feedOffline = false;
+    connection.statusSeen = false;
     renderStatus();
   }
 
-  /** "status" {feed: "live" | "offline"}: sent on connect and when the server's LISTEN drops or returns. */
+  /** "status" {feed: "live" | "offline"}: sent when the server's LISTEN drops or returns. */
   function handleFeedStatus(data) {
     if (!data || (data.feed !== "live" && data.feed !== "offline")) return;
+    connection.statusSeen = true;
     connection.feedOffline = data.feed === "offline";
     renderStatus();
   }
@@ -435,7 +470,7 @@
   socket.on("disconnect", handleDisconnectOrError);
   socket.on("connect_error", handleDisconnectOrError);
   socket.on("events", handleLiveEvents);
-  socket.on("resync", catchUp);
+  socket.on("resync", requestCatchUp);
   socket.on("status", handleFeedStatus);
   socket.io.on("reconnect_attempt", renderStatus);
   socket.io.on("reconnect_failed", () => {
