@@ -11,6 +11,7 @@ from . import realtime, views
 from .backlog import BoundedManager
 from .database_urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
+from .security import OriginPolicy, RefuseLargeBodies, limit_websocket_messages
 
 
 def create_app(config=None):
@@ -31,20 +32,35 @@ def create_app(config=None):
         app,
         async_mode="threading",
         async_handlers=False,
-        cors_allowed_origins=cors_origins(app.config["FEED_CORS_ORIGINS"]),
+        cors_allowed_origins=OriginPolicy(
+            cors_origins(app.config["FEED_CORS_ORIGINS"])
+        ),
+        max_http_buffer_size=max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"]),
         client_manager=BoundedManager(
             max_messages=app.config["FEED_CLIENT_BACKLOG_MESSAGES"],
             max_bytes=app.config["FEED_CLIENT_BACKLOG_BYTES"],
         ),
     )
+    max_bytes = max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"])
+    limit_websocket_messages(socketio.server.eio, max_bytes)
+    app.wsgi_app = RefuseLargeBodies(app.wsgi_app, max_bytes)
     realtime.init_app(app)
     app.register_blueprint(views.bp)
+    app.after_request(views.security_headers)
     return app
 
 
 def cors_origins(setting):
-    """FEED_CORS_ORIGINS as python-engineio wants it: None means same origin only."""
-    origins = [origin.strip() for origin in setting.split(",") if origin.strip()]
-    if not origins:
-        return None
-    return "*" if "*" in origins else origins
+    """The origins listed in FEED_CORS_ORIGINS (empty: same origin only)."""
+    return [origin.strip() for origin in setting.split(",") if origin.strip()]
+
+
+def max_message_bytes(max_event_chars):
+    """The largest incoming message to read, from the longest allowed event.
+
+    JSON may spend up to 12 bytes on a character (an emoji escaped as two
+    \\uXXXX surrogates). 16 per character plus 1 KiB of framing leaves room for
+    text somewhat over the limit to get a polite "too long" ack; a frame past
+    this is refused (the connection closed) before it is read whole.
+    """
+    return max_event_chars * 16 + 1024

@@ -22,8 +22,8 @@ import threading
 import time
 import uuid
 
-from flask import current_app
-from flask_socketio import Namespace
+from flask import current_app, request
+from flask_socketio import ConnectionRefusedError, Namespace
 from sqlalchemy.exc import DBAPIError
 
 from . import protocol, queries
@@ -31,6 +31,7 @@ from .database_urls import libpq_url
 from .extensions import db, socketio
 from .listener import Listener
 from .relay import Relay
+from .security import AddressLimit, TokenBucket, Tokens
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,31 @@ SELF_TEST_SECONDS = 5.0
 class FeedState:
     """This process's feed: its listener, its relay and its connected clients."""
 
-    def __init__(self):
+    def __init__(self, config):
         self.lock = threading.Lock()
         self.listener = None
         self.relay = None
-        self.clients = 0
+        self.clients = {}
+        self.tokens = Tokens(config["FEED_READ_TOKEN"], config["FEED_WRITE_TOKEN"])
+        self.addresses = AddressLimit(config["FEED_MAX_CONNECTIONS_PER_ADDRESS"])
 
     def live(self):
         """True while the listener has LISTEN in place."""
         return self.listener is not None and self.listener.is_listening()
 
 
+class Client:
+    """One connection: what it may do, its event budget, where it comes from."""
+
+    def __init__(self, can_write, config, address):
+        self.can_write = can_write
+        self.bucket = TokenBucket(config["FEED_EVENT_RATE"], config["FEED_EVENT_BURST"])
+        self.address = address
+
+
 def init_app(app):
     """Register the /events namespace and the feed's state on the app."""
-    app.extensions["feed"] = FeedState()
+    app.extensions["feed"] = FeedState(app.config)
     socketio.on_namespace(EventsNamespace(NAMESPACE))
 
 
@@ -177,17 +189,33 @@ class EventsNamespace(Namespace):
 
     def on_connect(self, auth=None):
         app = current_app._get_current_object()
-        start_feed(app)
         state = app.extensions["feed"]
+        can_read, can_write = state.tokens.rights(auth)
+        if not can_read:
+            log.info("refused a connection from %s: no valid token", _address())
+            raise ConnectionRefusedError("a valid token is required to connect")
+        if not state.addresses.acquire(_address()):
+            log.info("refused a connection from %s: too many from there", _address())
+            raise ConnectionRefusedError("too many connections from your address")
+        start_feed(app)
         with state.lock:
-            state.clients += 1
+            state.clients[request.sid] = Client(can_write, app.config, _address())
 
     def on_disconnect(self, reason=None):
         state = current_app.extensions["feed"]
         with state.lock:
-            state.clients -= 1
+            client = state.clients.pop(request.sid, None)
+        if client is not None:
+            state.addresses.release(client.address)
 
     def on_event(self, *args):
+        client = current_app.extensions["feed"].clients.get(request.sid)
+        if client is None or not client.can_write:
+            raise protocol.InputError("not allowed")
+        if not client.bucket.take():
+            raise protocol.InputError(
+                f"too many events: at most {client.bucket.rate:g} per second"
+            )
         text = protocol.event_text(args, current_app.config["FEED_MAX_EVENT_CHARS"])
         return protocol.ok(id=queries.insert_event(db.session, text))
 
@@ -203,6 +231,10 @@ class EventsNamespace(Namespace):
             rows, more = queries.events_after(db.session, after, limit)
         live = current_app.extensions["feed"].live()
         return protocol.ok(events=rows, more=more, feed="live" if live else "offline")
+
+
+def _address():
+    return request.environ.get("REMOTE_ADDR", "unknown")
 
 
 def _refuse(sid, event, reason):

@@ -429,6 +429,12 @@
     requestCatchUp();
   }
 
+  /** A refusal from the server (a token, a connection cap) says why: show it. */
+  function handleConnectError(error) {
+    if (!socket.active && error && error.message) showSendError("Not connected: " + error.message);
+    handleDisconnectOrError();
+  }
+
   /** socket.active is false when the server refused or closed us: no automatic retry. */
   function handleDisconnectOrError() {
     connection.gaveUp = !socket.active;
@@ -463,12 +469,15 @@
     return;
   }
 
-  const socket = window.io("/events");
+  // A token (FEED_READ_TOKEN / FEED_WRITE_TOKEN) comes in the URL's fragment,
+  // #token=..., which is never sent to the server in requests or referrers.
+  const token = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  const socket = window.io("/events", token ? { auth: { token } } : {});
   window.pgFeed = Object.freeze({ socket });
 
   socket.on("connect", handleConnect);
   socket.on("disconnect", handleDisconnectOrError);
-  socket.on("connect_error", handleDisconnectOrError);
+  socket.on("connect_error", handleConnectError);
   socket.on("events", handleLiveEvents);
   socket.on("resync", requestCatchUp);
   socket.on("status", handleFeedStatus);

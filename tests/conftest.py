@@ -568,3 +568,21 @@ def freezable_proxy(faulty_postgres):
     proxy.url = f"postgresql://postgres@127.0.0.1:{proxy.port}/faults"
     yield proxy
     proxy.close()
+
+
+@pytest.fixture
+def serve_app(database_url, writer):
+    """Factory: serve_app(**config) -> a ServedApp of an app with these settings."""
+    served = []
+
+    def start(**config):
+        app = create_app({"DATABASE_URL": database_url, "TESTING": True, **config})
+        served.append(ServedApp(app).start())
+        return served[-1]
+
+    yield start
+    for one in served:
+        one.stop()
+        stop_feed(one.app)
+        with one.app.app_context():
+            db.engine.dispose()

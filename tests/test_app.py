@@ -60,9 +60,9 @@ def test_socketio_is_pinned_to_threading_mode():
 
 
 def test_cors_origins_default_to_same_origin_only():
-    assert cors_origins("") is None
+    assert cors_origins("") == []
     assert cors_origins(" https://a.example , http://localhost:3000 ") == [
         "https://a.example",
         "http://localhost:3000",
     ]
-    assert cors_origins("*") == "*"
+    assert cors_origins("*") == ["*"]

@@ -467,3 +467,58 @@ def insert_row_at(database, text):
         return insert_row(connection, text)
     finally:
         connection.close()
+
+
+HOSTILE_TEXTS = [
+    "<script>alert('script')</script>",
+    "<img src=x onerror=alert('img')>",
+    "javascript:alert('link')",
+    '<a href="javascript:alert(1)">click</a>',
+    "<svg onload=alert('svg')>",
+    "<style>body{display:none}</style>",
+]
+
+
+def test_page_renders_hostile_text_literally_under_its_csp(page, server, writer):
+    from playwright.sync_api import expect
+
+    page.add_init_script(
+        "window.cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (event) => window.cspViolations.push(event.violatedDirective));"
+    )
+    response = page.goto(server.url)
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    ids = [insert_row(writer, text) for text in HOSTILE_TEXTS]
+    for row_id, text in zip(ids, HOSTILE_TEXTS, strict=True):
+        expect(row(page, row_id).locator(".event-text")).to_have_text(text)
+    page.fill("#event-input", HOSTILE_TEXTS[0])
+    page.press("#event-input", "Enter")
+    expect(page.locator("#events li.event")).to_have_count(len(HOSTILE_TEXTS) + 1)
+    assert (
+        page.locator("#events script, #events img, #events a, #events svg").count() == 0
+    )
+    assert page.evaluate("window.cspViolations") == []
+    assert page.locator("body").is_visible()
+    assert page.problems == []
+
+
+def test_page_passes_a_token_from_its_url_fragment(browser, serve_app):
+    from playwright.sync_api import expect
+
+    served = serve_app(FEED_READ_TOKEN="page-read-token")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(served.url)
+        expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+        expect(page.locator("#send-error")).to_contain_text("a valid token is required")
+        page.goto(served.url + "/#token=page-read-token")
+        page.reload()
+        expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    finally:
+        context.close()
