@@ -241,19 +241,23 @@ class FeedClient:
         self.drop()
 
 
-@pytest.fixture
-def sio_client():
-    """Factory: sio_client(url, **options) -> a connected FeedClient."""
+def client_factory(client_class):
+    """Yield a function that connects client_class instances; close them after."""
     clients = []
 
     def connect(url, **options):
-        feed_client = FeedClient(url, **options)
-        clients.append(feed_client)
-        return feed_client
+        clients.append(client_class(url, **options))
+        return clients[-1]
 
     yield connect
     for feed_client in clients:
         feed_client.close()
+
+
+@pytest.fixture
+def sio_client():
+    """Factory: sio_client(url, **options) -> a connected FeedClient."""
+    yield from client_factory(FeedClient)
 
 
 class AppProcess:
@@ -493,16 +497,7 @@ class CatchUpClient(FeedClient):
 @pytest.fixture
 def catch_up_client():
     """Factory: catch_up_client(url, **options) -> a connected CatchUpClient."""
-    clients = []
-
-    def connect(url, **options):
-        feed_client = CatchUpClient(url, **options)
-        clients.append(feed_client)
-        return feed_client
-
-    yield connect
-    for feed_client in clients:
-        feed_client.close()
+    yield from client_factory(CatchUpClient)
 
 
 class FreezableProxy:
