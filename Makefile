@@ -53,8 +53,16 @@ format: install-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install-dev
-	@echo "benchmarks arrive with the benchmark issue; nothing to run yet" >&2
+$(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed
+	$(PIP) install -r bench/requirements.txt
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: $(VENV)/.installed-bench
+	$(PY) -m bench --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .coverage htmlcov

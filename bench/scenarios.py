@@ -1,0 +1,193 @@
+"""The workloads: warm-up, latency (a), throughput (b) and capacity (c).
+
+Each runs against connected readers and returns its measurements and a count
+check of every delivery.
+
+Latency is measured from when the writer's COMMIT returned; a row that arrives
+while COMMIT is still returning has a negative latency, kept as it is.
+"""
+
+import math
+import statistics
+import time
+
+from bench.services import idle_cpu_percent, process_status
+
+QUANTILES = 1000  # points kept of each latency distribution, for the CDF
+
+
+def count_check(scenario, merged, rows):
+    """Did every connection get every committed row exactly once?"""
+    expected = rows * merged["connections"]
+    check = {
+        "scenario": scenario,
+        "connections": merged["connections"],
+        "rows": rows,
+        "expected_deliveries": expected,
+        "deliveries": merged["deliveries"],
+        **{k: merged[k] for k in ("missing", "duplicates", "unexpected", "resyncs")},
+        "errors": merged["errors"][:5],
+    }
+    lost_or_extra = merged["missing"] + merged["duplicates"] + merged["unexpected"]
+    check["ok"] = lost_or_extra == 0 and not merged["errors"]
+    return check
+
+
+def warm_up(pool, writer, settings):
+    """A few rows through everything before measuring; only counted."""
+    pool.arm()
+    log = writer.call("paced", count=settings.warmup_rows, interval=0.01)
+    merged = pool.collect(log["commits"], timeout=15)
+    return count_check("warm-up", merged, len(log["commits"]))
+
+
+def latency(server, pool, writer, settings):
+    """Single-row transactions at a steady rate; commit-to-client percentiles."""
+    pool.arm()
+    meter = CpuMeter(server)
+    log = writer.call(
+        "paced",
+        count=settings.latency_rows,
+        interval=1.0 / settings.latency_rate,
+        timeout=settings.latency_seconds * 3 + 30,
+    )
+    merged = pool.collect(log["commits"], timeout=15, latencies=True)
+    cpu = meter.read(merged)
+    milliseconds = sorted(1000.0 * value for value in merged["latencies"])
+    result = {
+        **percentiles(milliseconds),
+        "arrived_before_commit_returned": _share(v < 0 for v in milliseconds),
+        "commit_ms_median": 1000.0 * statistics.median(log["commit_seconds"]),
+        "writer_seconds": log["finished"] - log["started"],
+        "messages": merged["messages"],
+        **cpu,
+        "cdf_ms": quantiles(milliseconds),
+    }
+    return result, count_check("latency", merged, len(log["commits"]))
+
+
+def throughput(server, pool, writer, settings):
+    """Large transactions back to back; row-deliveries per second and drain time."""
+    pool.arm()
+    meter = CpuMeter(server)
+    log = writer.call(
+        "batches",
+        transactions=settings.throughput_transactions,
+        rows=settings.throughput_rows,
+        timeout=300,
+    )
+    merged = pool.collect(log["commits"], timeout=60)
+    cpu = meter.read(merged)
+    check = count_check("throughput", merged, len(log["commits"]))
+    result = {
+        "clients": merged["connections"],
+        **_delivery_rate(log, merged, check["expected_deliveries"]),
+        "writer_rows_per_s": len(log["commits"]) / (log["finished"] - log["started"]),
+        "rows_per_message": merged["deliveries"] / max(merged["messages"], 1),
+        **cpu,
+    }
+    return result, check
+
+
+def _delivery_rate(log, merged, expected_deliveries):
+    """Deliveries per second from the first INSERT to the last arrival; drain time."""
+    if not merged["last_arrival"]:
+        return {"row_deliveries_per_s": None, "drain_s": None, "total_s": None}
+    last = max(merged["last_arrival"].values())
+    delivered = expected_deliveries - merged["missing"]
+    return {
+        "row_deliveries_per_s": delivered / (last - log["started"]),
+        "drain_s": last - max(log["commits"].values()),
+        "total_s": last - log["started"],
+    }
+
+
+class CpuMeter:
+    """CPU the server and the readers used from arming to collecting, in % of a core."""
+
+    def __init__(self, server):
+        self.pid = server.pid if server is not None else None
+        self.started = time.monotonic()
+        self.server_cpu = self._server_cpu()
+
+    def _server_cpu(self):
+        return process_status(self.pid)["cpu_seconds"] if self.pid else None
+
+    def read(self, merged):
+        """{server_cpu_percent, readers_cpu_percent} of the window that just ended."""
+        wall = merged["cpu_until"] - self.started
+        server = None
+        if self.pid is not None:
+            server = 100.0 * (self._server_cpu() - self.server_cpu) / wall
+        readers = 100.0 * merged["cpu_seconds"] / wall
+        return {"server_cpu_percent": server, "readers_cpu_percent": readers}
+
+
+def capacity(server, pool, writer, settings):
+    """Idle clients in growing numbers: memory, threads, idle CPU, one row to all."""
+    results, checks = [], []
+    for clients in settings.capacity_clients:
+        result, check = _capacity_step(server, pool, writer, settings, clients)
+        results.append(result)
+        checks.append(check)
+    return results, checks
+
+
+def _capacity_step(server, pool, writer, settings, clients):
+    started = time.monotonic()
+    pool.connect(server.url, clients)
+    connected_s = time.monotonic() - started
+    time.sleep(settings.capacity_settle_seconds)
+    status = process_status(server.pid)
+    cpu = idle_cpu_percent(server.pid, settings.capacity_idle_seconds)
+    pool.arm()
+    log = writer.call(
+        "paced",
+        count=settings.capacity_probe_rows,
+        interval=settings.capacity_probe_interval,
+    )
+    merged = pool.collect(log["commits"], timeout=60)
+    reach = [
+        1000.0 * (merged["last_arrival"][row_id] - committed)
+        for row_id, committed in log["commits"].items()
+        if row_id in merged["last_arrival"]
+    ]
+    result = {
+        "clients": clients,
+        "connect_s": connected_s,
+        "rss_mb": status["rss_mb"],
+        "threads": status["threads"],
+        "idle_cpu_percent": cpu,
+        "one_row_to_all_ms": statistics.median(reach) if reach else None,
+        "one_row_to_all_max_ms": max(reach, default=None),
+    }
+    check = count_check(f"capacity {clients}", merged, len(log["commits"]))
+    return result, check
+
+
+def percentiles(sorted_values):
+    """p50, p99 and max of an ascending list (nearest-rank percentiles)."""
+    if not sorted_values:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "p50_ms": _rank(sorted_values, 0.50),
+        "p99_ms": _rank(sorted_values, 0.99),
+        "max_ms": sorted_values[-1],
+    }
+
+
+def quantiles(sorted_values, points=QUANTILES):
+    """`points` evenly spaced quantiles of an ascending list, for a CDF."""
+    if not sorted_values:
+        return []
+    return [_rank(sorted_values, (n + 0.5) / points) for n in range(points)]
+
+
+def _rank(sorted_values, fraction):
+    index = math.ceil(fraction * len(sorted_values)) - 1
+    return sorted_values[min(len(sorted_values) - 1, max(0, index))]
+
+
+def _share(flags):
+    flags = list(flags)
+    return sum(flags) / len(flags) if flags else 0.0

@@ -1,0 +1,196 @@
+"""Processes the harness starts and stops: the servers under test and redis-server.
+
+Also reads a process's memory, threads and CPU time from /proc.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_SERVER = os.environ.get("BENCH_REDIS_SERVER", "/usr/bin/redis-server")
+_TICKS = os.sysconf("SC_CLK_TCK")
+# pg-feed runs with its defaults: the caller's FEED_* settings and these are not
+# passed on (BENCH_FEED_<NAME> sets FEED_<NAME> on purpose).
+_PG_FEED_OWN = ("DATABASE_URL", "LISTENER_DATABASE_URL", "HOST", "PORT")
+LOGGED_WARNINGS = 10  # of a server's warnings, only the first few are passed on
+
+
+class ServerProcess:
+    """A server under test in its own process; it prints `serving on <url>`."""
+
+    def __init__(self, name, argv, env):
+        self.name = name
+        self.warnings = 0
+        self.output = deque(maxlen=200)
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.url = self._read_url()
+        threading.Thread(target=self._drain, name=f"{name}-output", daemon=True).start()
+
+    @property
+    def pid(self):
+        """The server's process id."""
+        return self.process.pid
+
+    def _read_url(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "serving on " in line:
+                return line.rsplit(" ", 1)[1].strip()
+        raise RuntimeError(
+            f"{self.name} exited with {self.process.wait()} before serving:\n"
+            + "".join(self.output)
+        )
+
+    def _drain(self):
+        for line in self.process.stdout:
+            self.output.append(line)
+            if " WARNING " in line or " ERROR " in line:
+                self._pass_on(line.rstrip())
+
+    def _pass_on(self, line):
+        self.warnings += 1
+        if self.warnings <= LOGGED_WARNINGS:
+            log.warning("%s: %s", self.name, line)
+        elif self.warnings == LOGGED_WARNINGS + 1:
+            log.warning("%s: more warnings follow; not shown", self.name)
+
+    def alive(self):
+        """True while the server process runs."""
+        return self.process.poll() is None
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, then SIGKILL after `timeout` seconds; the exit code."""
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %g s; killing it", self.name, timeout)
+            self.process.kill()
+            return self.process.wait()
+
+
+def start_pg_feed(database_url):
+    """pg-feed as `python app.py` serves it, with its defaults and BENCH_FEED_*."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("FEED_") and name not in _PG_FEED_OWN
+    }
+    env = {
+        **inherited,
+        **pg_feed_overrides(),
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        "FEED_MIGRATE": "0",
+        "FEED_LOG_LEVEL": "WARNING",
+    }
+    return ServerProcess("pg-feed", [sys.executable, "app.py"], env)
+
+
+def pg_feed_overrides():
+    """pg-feed settings asked for as BENCH_FEED_<NAME>, passed on as FEED_<NAME>."""
+    return {
+        name.removeprefix("BENCH_"): value
+        for name, value in os.environ.items()
+        if name.startswith("BENCH_FEED_")
+    }
+
+
+def start_redis_app(redis_url):
+    """The redis-mq alternative (bench/redis_app.py)."""
+    env = {**os.environ, "BENCH_REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": "0"}
+    return ServerProcess("redis-mq", [sys.executable, "-m", "bench.redis_app"], env)
+
+
+@contextlib.contextmanager
+def running_redis():
+    """Yield a RedisServer of this run's own; stop it after."""
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, with no persistence."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port)]
+            + ["--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        _wait_for_port(self.port, self.process)
+
+    def stop(self):
+        """Stop redis-server."""
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(port, process, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not listen on {port} within {timeout:g} s")
+
+
+def process_status(pid):
+    """Resident memory in MB, thread count and CPU seconds (user + system) of `pid`."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.split()
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {
+        "rss_mb": int(fields["VmRSS"][0]) / 1024,
+        "threads": int(fields["Threads"][0]),
+        "cpu_seconds": (int(stat[11]) + int(stat[12])) / _TICKS,
+    }
+
+
+def idle_cpu_percent(pid, seconds):
+    """CPU the process used over `seconds` of wall time, in percent of one core."""
+    before, started = process_status(pid)["cpu_seconds"], time.monotonic()
+    time.sleep(seconds)
+    after, elapsed = process_status(pid)["cpu_seconds"], time.monotonic() - started
+    return 100.0 * (after - before) / elapsed

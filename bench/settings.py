@@ -1,0 +1,52 @@
+"""Workload sizes: the full run of `make bench` and the seconds-long smoke run."""
+
+from dataclasses import dataclass, replace
+
+SYSTEMS = ("limit", "pg-feed", "redis-mq")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every size and duration one benchmark run uses."""
+
+    name: str = "full"
+    rounds: int = 3
+    readers: int = 2
+    warmup_rows: int = 20
+    clients: int = 100
+    latency_rate: float = 200.0
+    latency_seconds: float = 10.0
+    throughput_transactions: int = 20
+    throughput_rows: int = 1000
+    capacity_readers: int = 4
+    capacity_clients: tuple[int, ...] = (500, 1000, 2000)
+    capacity_settle_seconds: float = 1.0
+    capacity_idle_seconds: float = 5.0
+    capacity_probe_rows: int = 5
+    capacity_probe_interval: float = 0.3
+
+    @property
+    def latency_rows(self):
+        """Single-row transactions in the latency workload."""
+        return round(self.latency_rate * self.latency_seconds)
+
+
+FULL = Settings()
+
+SMOKE = replace(
+    FULL,
+    name="smoke",
+    rounds=1,
+    warmup_rows=5,
+    clients=5,
+    latency_rate=50.0,
+    latency_seconds=1.0,
+    throughput_transactions=3,
+    throughput_rows=100,
+    capacity_readers=2,
+    capacity_clients=(20, 40),
+    capacity_settle_seconds=0.2,
+    capacity_idle_seconds=0.5,
+    capacity_probe_rows=2,
+    capacity_probe_interval=0.1,
+)
