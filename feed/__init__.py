@@ -7,11 +7,11 @@ from flask import Flask
 
 from config import BASE_DIR, Config
 
-from . import realtime, views
+from . import realtime, transport, views
 from .backlog import BoundedManager
 from .database_urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
-from .security import OriginPolicy, RefuseLargeBodies, limit_websocket_messages
+from .security import OriginPolicy, RefuseLargeBodies
 
 
 def create_app(config=None):
@@ -42,7 +42,7 @@ def create_app(config=None):
         ),
     )
     max_bytes = max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"])
-    limit_websocket_messages(socketio.server.eio, max_bytes)
+    transport.install(socketio.server.eio, max_bytes)
     app.wsgi_app = RefuseLargeBodies(app.wsgi_app, max_bytes)
     realtime.init_app(app)
     app.register_blueprint(views.bp)

@@ -15,6 +15,8 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
+from .transport import FramedText
+
 log = logging.getLogger(__name__)
 
 _SUM_BYTES_FROM = 2  # a lone queued packet is being sent: bytes are not counted
@@ -61,7 +63,7 @@ class BoundedManager(socketio.Manager):
             if self._over_limit(client.queue):
                 resync = resync or self._encode("resync", {}, namespace)
                 self._drop_backlog(client, resync)
-            client.send(message)
+            _deliver(client, message)
 
     def _encode(self, event, data, namespace):
         encoded = self.server.packet_class(
@@ -82,16 +84,50 @@ class BoundedManager(socketio.Manager):
     def _drop_backlog(self, client, resync):
         self.overflows += 1
         dropped = _drop_messages(client.queue)
+        websocket = getattr(client, "feed_websocket", None)
+        if websocket is not None:
+            websocket.count_queued(-dropped)
         log.warning(
             "client %s fell %d messages behind; dropped them and sent resync",
             client.sid,
             dropped,
         )
-        client.send(resync)
+        _queue(client, resync)
+
+
+def _deliver(client, message):
+    """Write a broadcast straight to an idle WebSocket, else queue it."""
+    websocket = getattr(client, "feed_websocket", None)
+    if websocket is None or not client.upgraded:
+        client.send(message)
+        return
+    outcome = websocket.send_now(message.encode())
+    if outcome == "partly":
+        _queue(client, WAKE_WRITER)
+    elif outcome == "queue":
+        _queue(client, message)
+
+
+def _queue(client, message):
+    websocket = getattr(client, "feed_websocket", None)
+    if websocket is not None:
+        websocket.count_queued(1)
+    client.send(message)
 
 
 class BroadcastPacket(eio_packet.Packet):
-    """A broadcast message: the only kind a backlog overflow may drop (never acks)."""
+    """A broadcast message: the only kind a backlog overflow may drop (never acks).
+
+    Every client gets the same object, so its text and WebSocket frame are
+    built once, by whichever client's writer needs them first.
+    """
+
+    def encode(self, b64=False):
+        try:
+            return self._encoded
+        except AttributeError:
+            self._encoded = FramedText(super().encode(b64))
+            return self._encoded
 
 
 def _drop_messages(backlog):
@@ -109,3 +145,9 @@ def _drop_messages(backlog):
             backlog.unfinished_tasks = 0
             backlog.all_tasks_done.notify_all()
     return dropped
+
+
+# An empty broadcast: queued after a partial direct write so that the writer
+# thread wakes up and sends the rest before anything else.
+WAKE_WRITER = BroadcastPacket(eio_packet.MESSAGE, "")
+WAKE_WRITER._encoded = FramedText("")

@@ -1,12 +1,9 @@
 """Who may connect and how much they may send: origins, tokens, rate limits."""
 
-import functools
 import hmac
 import logging
 import threading
 import time
-
-from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +124,6 @@ class AddressLimit:
                 self.counts[address] = count
             else:
                 self.counts.pop(address, None)
-
-
-def limit_websocket_messages(engineio_server, max_bytes):
-    """Make WebSockets refuse a message past max_bytes while it is still arriving.
-
-    python-engineio checks max_http_buffer_size only after simple-websocket has
-    read a whole message into memory; simple-websocket itself can stop at the
-    limit (closing with 1009, message too big) when it is given the size.
-    """
-    engineio_server._async = {
-        **engineio_server._async,
-        "websocket": functools.partial(SimpleWebSocketWSGI, max_message_size=max_bytes),
-    }
 
 
 class RefuseLargeBodies:

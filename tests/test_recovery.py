@@ -171,7 +171,9 @@ def test_a_stalled_client_costs_bounded_memory(faulty_postgres):
             f"{at_limit / 2**20:.1f} MiB at the backlog limit, "
             f"{after / 2**20:.1f} MiB after 32 MB more"
         )
-        assert after - at_limit < 6 * 2**20
+        # The backlog (1 MiB of text, plus each message's frame, built once and
+        # shared), one message in flight, and allocator slack.
+        assert after - at_limit < 10 * 2**20
         stalled.close()
     finally:
         app.stop()
