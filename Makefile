@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run dev psql test lint format bench clean
+.PHONY: help install install-dev run dev psql test lint format bench bench-smoke clean
 
 help:
 	@echo "make run      install what is needed and serve on http://127.0.0.1:5000"
@@ -15,7 +15,8 @@ help:
 	@echo "make psql     psql on the database \`make run\` uses (start \`make run\` first)"
 	@echo "make test     run the whole test suite (real PostgreSQL, real sockets)"
 	@echo "make lint     ruff check and format check"
-	@echo "make bench    benchmarks (see docs/BENCHMARKS.md)"
+	@echo "make bench    benchmarks against a bare LISTEN and a Redis queue (docs/BENCHMARKS.md)"
+	@echo "make bench-smoke  a seconds-long run of the benchmark harness that counts rows"
 	@echo "make install  create $(VENV) and install requirements.txt"
 	@echo "make clean    remove $(VENV), instance/ (the embedded database) and caches"
 
@@ -60,7 +61,6 @@ $(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench $(BENCH_ARGS)
 
-.PHONY: bench-smoke
 bench-smoke: $(VENV)/.installed-bench
 	$(PY) -m bench --smoke $(BENCH_ARGS)
 
