@@ -29,7 +29,7 @@ class BoundedManager(socketio.Manager):
         super().__init__()
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self.overflows = 0
+        self.on_overflow = lambda: None
 
     def emit(
         self,
@@ -82,7 +82,7 @@ class BoundedManager(socketio.Manager):
         return size >= self.max_bytes
 
     def _drop_backlog(self, client, resync):
-        self.overflows += 1
+        self.on_overflow()
         dropped = _drop_messages(client.queue)
         websocket = getattr(client, "feed_websocket", None)
         if websocket is not None:

@@ -11,7 +11,7 @@ from werkzeug.serving import is_running_from_reloader, make_server, run_simple
 
 from config import embedded_database_dir
 
-from . import create_app
+from . import create_app, logs
 from .database_urls import mask_url
 from .realtime import close_clients, start_feed, stop_feed
 
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 
 def main():
     """Run the development server as configured by the environment."""
-    logging.basicConfig(
-        level=os.environ.get("FEED_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logs.configure(
+        os.environ.get("FEED_LOG_LEVEL", "INFO"),
+        os.environ.get("FEED_LOG_FORMAT", "text"),
     )
     overrides = {}
     if not os.environ.get("DATABASE_URL"):

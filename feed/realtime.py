@@ -30,6 +30,7 @@ from . import protocol, queries
 from .database_urls import libpq_url
 from .extensions import db, socketio
 from .listener import Listener
+from .metrics import FeedMetrics
 from .relay import Relay
 from .security import AddressLimit, TokenBucket, Tokens
 
@@ -52,6 +53,7 @@ class FeedState:
         self.clients = {}
         self.tokens = Tokens(config["FEED_READ_TOKEN"], config["FEED_WRITE_TOKEN"])
         self.addresses = AddressLimit(config["FEED_MAX_CONNECTIONS_PER_ADDRESS"])
+        self.metrics = FeedMetrics(self)
 
     def live(self):
         """True while the listener has LISTEN in place."""
@@ -69,8 +71,9 @@ class Client:
 
 def init_app(app):
     """Register the /events namespace and the feed's state on the app."""
-    app.extensions["feed"] = FeedState(app.config)
-    socketio.on_namespace(EventsNamespace(NAMESPACE))
+    state = app.extensions["feed"] = FeedState(app.config)
+    socketio.on_namespace(EventsNamespace(NAMESPACE, state))
+    socketio.server.manager.on_overflow = state.metrics.resyncs.labels("client").inc
 
 
 def start_feed(app, timeout=10.0):
@@ -79,9 +82,9 @@ def start_feed(app, timeout=10.0):
     with state.lock:
         if state.listener is not None:
             return state.listener.is_listening()
-        state.relay = Relay(socketio, NAMESPACE)
+        state.relay = Relay(socketio, NAMESPACE, state.metrics)
         state.relay.start()
-        state.listener = _new_listener(app.config, state.relay)
+        state.listener = _new_listener(app.config, state)
         listening = state.listener.start(timeout)
     if listening:
         threading.Thread(
@@ -116,13 +119,23 @@ def _sending(client):
     return any(item is not None for item in list(client.queue.queue))
 
 
-def _new_listener(config, relay):
+def _new_listener(config, state):
     url = config["LISTENER_DATABASE_URL"] or config["DATABASE_URL"]
+
+    def on_batch(batch):
+        state.metrics.notifications.inc(len(batch))
+        state.relay.rows(wire_rows(batch), time.monotonic())
+
+    def on_state(listening):
+        announce_state(state.relay, listening)
+        if listening:
+            state.metrics.resyncs.labels("all").inc()
+
     return Listener(
         libpq_url(url),
         CHANNEL,
-        on_batch=lambda batch: relay.rows(wire_rows(batch)),
-        on_state=lambda listening: announce_state(relay, listening),
+        on_batch=on_batch,
+        on_state=on_state,
         idle_check=config["FEED_LISTENER_IDLE_CHECK"],
         timeout=config["FEED_LISTENER_TIMEOUT"],
     )
@@ -170,16 +183,20 @@ def self_test(app):
 class EventsNamespace(Namespace):
     """Handlers for /events; every client message gets an ack, never a traceback."""
 
+    def __init__(self, namespace, state):
+        super().__init__(namespace)
+        self.state = state
+
     def trigger_event(self, event, *args):
         if event in ("connect", "disconnect"):
             return super().trigger_event(event, *args)
         sid = args[0]
         if event not in CLIENT_EVENTS:
-            return _refuse(sid, event, f"unknown message {str(event)[:40]!r}")
+            return self._refuse(sid, "unknown", f"unknown message {str(event)[:40]!r}")
         try:
             return super().trigger_event(event, *args)
         except protocol.InputError as exc:
-            return _refuse(sid, event, str(exc))
+            return self._refuse(sid, event, str(exc))
         except DBAPIError as exc:
             log.warning("%s from %s failed: database error: %s", event, sid, exc.orig)
             return protocol.error("the database is unavailable, try again shortly")
@@ -217,7 +234,9 @@ class EventsNamespace(Namespace):
                 f"too many events: at most {client.bucket.rate:g} per second"
             )
         text = protocol.event_text(args, current_app.config["FEED_MAX_EVENT_CHARS"])
-        return protocol.ok(id=queries.insert_event(db.session, text))
+        new_id = queries.insert_event(db.session, text)
+        self.state.metrics.inserts.inc()
+        return protocol.ok(id=new_id)
 
     def on_sync(self, *args):
         after, limit = protocol.sync_request(
@@ -232,11 +251,11 @@ class EventsNamespace(Namespace):
         live = current_app.extensions["feed"].live()
         return protocol.ok(events=rows, more=more, feed="live" if live else "offline")
 
+    def _refuse(self, sid, event, reason):
+        log.info("refused %s from %s: %s", event, sid, reason)
+        self.state.metrics.refused.labels(event).inc()
+        return protocol.error(reason)
+
 
 def _address():
     return request.environ.get("REMOTE_ADDR", "unknown")
-
-
-def _refuse(sid, event, reason):
-    log.info("refused %s from %s: %s", event, sid, reason)
-    return protocol.error(reason)

@@ -8,6 +8,7 @@ nor a slow client ever stalls the LISTEN connection.
 import logging
 import queue
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +19,10 @@ MERGE_ROWS = 1000  # batches waiting together merge up to this many rows
 class Relay:
     """Emits rows and messages to all clients of a namespace, in the order given."""
 
-    def __init__(self, server, namespace):
+    def __init__(self, server, namespace, metrics):
         self.server = server
         self.namespace = namespace
+        self.metrics = metrics
         self._pending = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
 
@@ -33,29 +35,39 @@ class Relay:
         self._pending.put(_STOP)
         self._thread.join(timeout)
 
-    def rows(self, rows):
-        """Queue rows for one `events` message (merged with rows already waiting)."""
-        self._pending.put(("events", rows))
+    def rows(self, rows, drained_at):
+        """Queue rows for one `events` message (merged with rows already waiting).
+
+        drained_at: time.monotonic() when the listener drained them.
+        """
+        self._pending.put(("events", rows, drained_at))
 
     def message(self, event, data):
         """Queue any other message, kept in order with the rows."""
-        self._pending.put((event, data))
+        self._pending.put((event, data, None))
 
     def _run(self):
         while True:
             items = [self._pending.get()]
             while not self._pending.empty():
                 items.append(self._pending.get_nowait())
-            for event, data in _merge_rows(items):
+            for event, data, drained_at in _merge_rows(items):
                 if event is _STOP:
                     return
                 self._emit(event, data)
+                if drained_at is not None:
+                    self._count(data, drained_at)
 
     def _emit(self, event, data):
         try:
             self.server.emit(event, data, namespace=self.namespace)
         except Exception:
             log.exception("emitting %s failed", event)
+
+    def _count(self, rows, drained_at):
+        self.metrics.rows_emitted.inc(len(rows))
+        self.metrics.rows_per_message.observe(len(rows))
+        self.metrics.emit_delay.observe(time.monotonic() - drained_at)
 
 
 def _can_extend(merged, count):
@@ -66,15 +78,15 @@ def _can_extend(merged, count):
 
 
 def _merge_rows(items):
-    """Consecutive `events` items become one; everything keeps its order."""
+    """Consecutive `events` items become one (keeping the earliest drain time)."""
     merged = []
     for item in items:
         if item is _STOP:
-            merged.append((_STOP, None))
+            merged.append((_STOP, None, None))
         elif item[0] == "events" and _can_extend(merged, len(item[1])):
             merged[-1][1].extend(item[1])
         elif item[0] == "events":
-            merged.append(("events", list(item[1])))
+            merged.append(("events", list(item[1]), item[2]))
         else:
             merged.append(item)
     return merged

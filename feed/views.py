@@ -2,7 +2,8 @@
 
 import logging
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 
 from . import queries
@@ -45,6 +46,13 @@ def healthz():
         "clients": len(state.clients),
     }
     return jsonify(body), 200 if healthy else 503
+
+
+@bp.get("/metrics")
+def metrics():
+    """This process's feed metrics in Prometheus' text format."""
+    registry = current_app.extensions["feed"].metrics.registry
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def _database_reachable():

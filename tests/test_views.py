@@ -2,6 +2,7 @@
 
 import requests
 
+from conftest import wait_for
 from feed import create_app
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
@@ -52,3 +53,45 @@ def test_healthz_is_503_when_the_database_is_unreachable():
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["database"] == "unreachable"
+
+
+def test_metrics_count_what_happens(server, sio_client):
+    feed_client = sio_client(server.url)
+    ack = feed_client.call("event", "counted")
+    feed_client.call("event", "")
+    feed_client.call("no_such_message")
+    wait_for(lambda: feed_client.ids() == [ack["id"]], message="the row")
+    text = wait_for(
+        lambda: (
+            (body := requests.get(f"{server.url}/metrics", timeout=5).text)
+            and "feed_rows_emitted_total 1.0" in body
+            and body
+        ),
+        message="the emit to be counted",
+    )
+    for line in [
+        "feed_notifications_received_total 1.0",
+        "feed_inserts_total 1.0",
+        'feed_refused_inputs_total{message="event"} 1.0',
+        'feed_refused_inputs_total{message="unknown"} 1.0',
+        "feed_connected_clients 1.0",
+        "feed_listener_up 1.0",
+        "feed_listener_reconnects 0.0",
+        "feed_notification_to_emit_seconds_count 1.0",
+        'feed_rows_per_message_bucket{le="1.0"} 1.0',
+    ]:
+        assert line in text, line
+
+
+def test_json_log_lines():
+    import json
+    import logging
+
+    from feed.logs import JsonLines
+
+    record = logging.LogRecord(
+        "feed.x", logging.WARNING, "f.py", 1, "hi %s", ("é",), None
+    )
+    entry = json.loads(JsonLines().format(record))
+    assert entry["level"] == "WARNING" and entry["message"] == "hi é"
+    assert entry["logger"] == "feed.x" and entry["time"].endswith("Z")
