@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run dev psql test lint format bench bench-smoke clean
+.PHONY: help install install-dev run dev serve psql test lint format bench bench-smoke clean
 
 help:
 	@echo "make run      install what is needed and serve on http://127.0.0.1:5000"
 	@echo "              (embedded PostgreSQL under instance/ unless DATABASE_URL is set)"
 	@echo "make dev      the same with Werkzeug's reloader and debugger"
+	@echo "make serve    production: gunicorn, threaded worker (DATABASE_URL required; no migrations)"
 	@echo "make psql     psql on the database \`make run\` uses (start \`make run\` first)"
 	@echo "make test     run the whole test suite (real PostgreSQL, real sockets)"
 	@echo "make lint     ruff check and format check"
@@ -38,6 +39,10 @@ run: install
 
 dev: install
 	FEED_DEBUG=1 $(PY) app.py
+
+serve: install
+	@test -n "$$DATABASE_URL" || { echo "make serve needs DATABASE_URL (run flask db upgrade first)" >&2; exit 2; }
+	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py app:app
 
 psql: install
 	"$$($(PY) -W ignore -c 'from feed.devserver import bundled_bin; print(bundled_bin())')/psql" \
