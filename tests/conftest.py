@@ -191,10 +191,14 @@ class _InOrderClient(socketio.Client):
 class FeedClient:
     """A python-socketio client on /events that records what the server pushes."""
 
-    def __init__(self, url, transports=("websocket",), **connect_options):
+    def __init__(
+        self, url, transports=("websocket",), reconnection=False, **connect_options
+    ):
         self.messages = []
         self.resyncs = 0
-        self.sio = _InOrderClient(reconnection=False)
+        self.sio = _InOrderClient(
+            reconnection=reconnection, reconnection_delay=0.2, reconnection_delay_max=1
+        )
         self.sio.on("events", self.messages.append, namespace=NAMESPACE)
         self.sio.on("resync", self._on_resync, namespace=NAMESPACE)
         self.url = url
