@@ -474,7 +474,9 @@ class CatchUpClient(FeedClient):
             self._touched = set()
         answer, after = {}, base
         while True:
-            page = self.call("sync", {"after": after, "limit": 1000})
+            # A short timeout: an answer lost to a disconnect must not hold up
+            # the catch-up that the reconnect asks for.
+            page = self.call("sync", {"after": after, "limit": 1000}, timeout=2)
             assert page["ok"], page
             answer.update((row["id"], row["event"]) for row in page["events"])
             if not page["more"]:

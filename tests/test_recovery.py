@@ -143,7 +143,7 @@ def test_a_late_commit_of_a_lower_id_is_recovered_after_a_reconnect(
         feed_client.reconnect()
         table = faulty_postgres.table()
         assert table == {late_id: "late", early_id: "edited"}
-        wait_for(lambda: feed_client.holds(table), message="the late row")
+        wait_for(lambda: feed_client.holds(table), timeout=20, message="the late row")
     finally:
         slow.close()
         writer.close()
