@@ -11,6 +11,7 @@ import functools
 import socket
 import threading
 
+import simple_websocket
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 
 
@@ -40,6 +41,22 @@ def text_frame(payload):
     return header + payload
 
 
+class WakingServer(simple_websocket.Server):
+    """simple_websocket.Server whose receive() always learns that the socket closed.
+
+    Its socket thread sets the wake-up event and only then marks the connection
+    closed (a message too big, a close frame): a receive() that woke in between
+    sees it still connected and waits again, for ever, so the session never
+    ends. Setting the event once more when the thread ends closes that gap.
+    """
+
+    def _thread(self):
+        try:
+            super()._thread()
+        finally:
+            self.event.set()
+
+
 class FeedWebSocket(SimpleWebSocketWSGI):
     """SimpleWebSocketWSGI that writes prebuilt frames, and can be written directly.
 
@@ -61,7 +78,14 @@ class FeedWebSocket(SimpleWebSocketWSGI):
         # The handler is the engineio Socket's bound method: let that socket
         # (what the fan-out sees) know its WebSocket.
         self.app.__self__.feed_websocket = self
-        return super().__call__(environ, start_response)
+        # As SimpleWebSocketWSGI.__call__, with a Server that wakes its reader.
+        self.ws = WakingServer(environ, **self.server_args)
+        result = self.app(self)
+        if self.ws.mode == "gunicorn":
+            raise StopIteration()
+        if self.ws.mode == "werkzeug":
+            raise ConnectionError()
+        return result
 
     def send(self, message):
         """The writer thread's send: the rest of a direct write first."""
