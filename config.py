@@ -10,6 +10,19 @@ def _int(name, default):
     return int(os.environ.get(name, default))
 
 
+SERVER_MODES = ("threaded", "gevent")
+
+
+def server_mode(setting):
+    """FEED_SERVER_MODE checked: "threaded" (the default) or "gevent"."""
+    mode = (setting or "threaded").strip().lower()
+    if mode not in SERVER_MODES:
+        raise ValueError(
+            f"FEED_SERVER_MODE={setting!r}: expected one of {', '.join(SERVER_MODES)}"
+        )
+    return mode
+
+
 def embedded_database_dir():
     """Where `make run` keeps the embedded PostgreSQL's data when no URL is given."""
     return Path(
@@ -30,6 +43,7 @@ class Config:
     HOST = os.environ.get("HOST", "127.0.0.1")
     PORT = _int("PORT", 5000)
     SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    FEED_SERVER_MODE = server_mode(os.environ.get("FEED_SERVER_MODE"))
 
     FEED_MAX_EVENT_CHARS = _int("FEED_MAX_EVENT_CHARS", 4096)
     FEED_HISTORY_LIMIT = _int("FEED_HISTORY_LIMIT", 100)

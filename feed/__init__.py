@@ -7,7 +7,7 @@ from flask import Flask
 
 from config import BASE_DIR, Config
 
-from . import realtime, transport, views
+from . import concurrency, realtime, transport, views
 from .backlog import BoundedManager
 from .database_urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
@@ -25,12 +25,14 @@ def create_app(config=None):
     app.config.from_object(Config)
     app.config.update(config or {})
     app.config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(app.config["DATABASE_URL"])
+    if concurrency.gevent_active():
+        concurrency.make_psycopg2_cooperative()
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     socketio.init_app(
         app,
-        async_mode="threading",
+        async_mode=concurrency.async_mode(),
         async_handlers=False,
         cors_allowed_origins=OriginPolicy(
             cors_origins(app.config["FEED_CORS_ORIGINS"])

@@ -8,8 +8,8 @@ once it reads again. Other clients never wait: the check is a length read, and
 bytes are only summed for a client with more than one message queued.
 """
 
+import contextlib
 import logging
-import queue
 
 import socketio
 from engineio import packet as eio_packet
@@ -77,7 +77,7 @@ class BoundedManager(socketio.Manager):
             return False
         if waiting >= self.max_messages:
             return True
-        with backlog.mutex:
+        with _locked(backlog):
             size = sum(len(p.data or "") for p in backlog.queue if p is not None)
         return size >= self.max_bytes
 
@@ -131,20 +131,27 @@ class BroadcastPacket(eio_packet.Packet):
 
 
 def _drop_messages(backlog):
-    """Remove queued broadcasts, keeping acks and control packets; return how many."""
-    if not isinstance(backlog, queue.Queue):
-        return 0
-    with backlog.mutex:
+    """Remove queued broadcasts, keeping acks and control packets; return how many.
+
+    backlog: the client's queue, the standard library's queue.Queue (threaded)
+    or gevent's JoinableQueue (gevent); both keep their items in a deque.
+    """
+    with _locked(backlog):
         kept = [p for p in backlog.queue if not isinstance(p, BroadcastPacket)]
         dropped = len(backlog.queue) - len(kept)
         backlog.queue.clear()
         backlog.queue.extend(kept)
-        # Keep Queue.join() (used when a socket closes) balanced.
-        backlog.unfinished_tasks -= dropped
-        if backlog.unfinished_tasks <= 0:
-            backlog.unfinished_tasks = 0
-            backlog.all_tasks_done.notify_all()
+    # Keep join() (used when a socket closes) balanced: one task_done() per item.
+    for _ in range(dropped):
+        backlog.task_done()
     return dropped
+
+
+def _locked(backlog):
+    """The queue's own lock (queue.Queue); gevent's queue needs none: no greenlet
+    switch can happen while the deque is read or rewritten."""
+    mutex = getattr(backlog, "mutex", None)
+    return mutex if mutex is not None else contextlib.nullcontext()
 
 
 # An empty broadcast: queued after a partial direct write so that the writer

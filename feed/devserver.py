@@ -20,10 +20,7 @@ log = logging.getLogger(__name__)
 
 def main():
     """Run the development server as configured by the environment."""
-    logs.configure(
-        os.environ.get("FEED_LOG_LEVEL", "INFO"),
-        os.environ.get("FEED_LOG_FORMAT", "text"),
-    )
+    logs.configure_from_environment()
     overrides = {}
     if not os.environ.get("DATABASE_URL"):
         overrides["DATABASE_URL"] = start_embedded_database(embedded_database_dir())

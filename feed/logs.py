@@ -1,7 +1,8 @@
-"""Log set-up for `python app.py`: readable lines, or JSON lines for collectors."""
+"""Log set-up for `python app.py` and gunicorn: readable lines, or JSON lines."""
 
 import json
 import logging
+import os
 import time
 
 READABLE = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -32,3 +33,15 @@ def configure(level="INFO", log_format="text"):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def configure_from_environment(extra_handlers=()):
+    """configure() with FEED_LOG_LEVEL and FEED_LOG_FORMAT; format extra_handlers alike.
+
+    extra_handlers: handlers of loggers that do not propagate (gunicorn's own).
+    """
+    log_format = os.environ.get("FEED_LOG_FORMAT", "text")
+    configure(os.environ.get("FEED_LOG_LEVEL", "INFO"), log_format)
+    if log_format == "json":
+        for handler in extra_handlers:
+            handler.setFormatter(JsonLines())

@@ -14,6 +14,8 @@ import threading
 import simple_websocket
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 
+from . import concurrency
+
 
 class FramedText(str):
     """Engine.IO packet text that also carries its WebSocket frame, built once."""
@@ -64,11 +66,14 @@ class FeedWebSocket(SimpleWebSocketWSGI):
     nothing else is waiting for this client (no queued broadcast, no unsent
     remainder): one non-blocking send() instead of waking the client's writer
     thread. Whatever does not fit is left for the writer thread, which sends it
-    before anything else. One lock orders the two writers.
+    before anything else. One lock orders the two writers. Under gevent the
+    same holds with greenlets: the locks are gevent's (the standard library is
+    patched), and the direct write is told not to wait.
     """
 
     def __init__(self, handler, server, **kwargs):
-        super().__init__(handler, server, **kwargs)
+        super().__init__(handler, server, **kwargs, **concurrency.websocket_options())
+        self.nowait = concurrency.nowait_options()
         self.send_lock = threading.Lock()  # held while writing to the socket
         self.state_lock = threading.Lock()  # never held across I/O
         self.queued_broadcasts = 0
@@ -124,7 +129,7 @@ class FeedWebSocket(SimpleWebSocketWSGI):
                     return "queue"
             frame = text.frame()
             try:
-                sent = self.ws.sock.send(frame, socket.MSG_DONTWAIT)
+                sent = self.ws.sock.send(frame, socket.MSG_DONTWAIT, **self.nowait)
             except OSError:  # EAGAIN, or a dead socket the writer will close
                 return "queue"
             if sent == len(frame):
