@@ -16,6 +16,8 @@ import engineio
 import psycopg2
 import pytest
 import socketio
+from engineio import payload
+from engineio.packet import CLOSE
 from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
@@ -114,13 +116,21 @@ def database_url(postgres):
     drop_database(postgres, name)
 
 
+def empty_quietly(url):
+    """Empty the events table without a TRUNCATE notification to running apps."""
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE events DISABLE TRIGGER USER")
+        cursor.execute("TRUNCATE events RESTART IDENTITY")
+        cursor.execute("ALTER TABLE events ENABLE TRIGGER USER")
+    connection.close()
+
+
 @pytest.fixture
 def writer(database_url):
     """A separate autocommit connection, as psql or a cron job would write."""
+    empty_quietly(database_url)
     connection = psycopg2.connect(database_url)
     connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE events RESTART IDENTITY")
     yield connection
     connection.close()
 
@@ -181,6 +191,22 @@ class _InOrderEngineIOClient(engineio.Client):
     def _trigger_event(self, event, *args, **kwargs):
         kwargs["run_async"] = False
         return super()._trigger_event(event, *args, **kwargs)
+
+    def disconnect(self, abort=False, reason=None):
+        # Over long-polling, python-engineio's write loop may see the state
+        # change and stop before it has POSTed CLOSE; the server then answers
+        # the pending poll only with its next ping, 25 s later (seen 1 time in
+        # 2 to 20). Sending CLOSE first ends the session at once.
+        if self.state == "connected" and self.current_transport == "polling":
+            close = payload.Payload(packets=[engineio.packet.Packet(CLOSE)])
+            self._send_request(
+                "POST",
+                self.base_url,
+                body=close.encode(),
+                headers={"Content-Type": "text/plain"},
+                timeout=5,
+            )
+        return super().disconnect(abort=abort, reason=reason)
 
 
 class _InOrderClient(socketio.Client):
@@ -264,60 +290,101 @@ def sio_client():
     yield from client_factory(FeedClient)
 
 
-class AppProcess:
-    """`python app.py` in its own process, on a free port."""
+SERVER_MODES = ("threaded", "gevent")
 
-    def __init__(self, database_url=None, **env):
+
+class AppProcess:
+    """The app in its own process on a free port, as users run it.
+
+    mode None: `python app.py` (the development server). mode "threaded" or
+    "gevent": `gunicorn -c deploy/gunicorn.conf.py app:app` with that
+    FEED_SERVER_MODE, as `make serve` runs it.
+    """
+
+    def __init__(self, database_url=None, mode=None, **env):
+        self.mode = mode
         environment = {
             **os.environ,
             "DATABASE_URL": database_url or "",
             "PORT": "0",
             "FEED_MIGRATE": "0",
             "PYTHONUNBUFFERED": "1",
+            **({"FEED_SERVER_MODE": mode, "FEED_THREADS": "100"} if mode else {}),
             **env,
         }
+        command = ["app.py"]
+        if mode:
+            command = ["-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "app:app"]
         self.process = subprocess.Popen(
-            [sys.executable, "app.py"],
+            [sys.executable, *command],
             cwd=ROOT,
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.output = []
         self.url = self._read_url()
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
-        self.output = []
         self._drain.start()
 
     def _read_url(self):
+        url = None
         for line in self.process.stdout:
-            if "serving on " in line:
+            self.output.append(line)
+            if "serving on " in line:  # python app.py: ready
                 return line.rsplit(" ", 1)[1].strip()
-        raise AssertionError(f"app exited with {self.process.wait()} before serving")
+            if "Listening at: " in line:  # gunicorn: bound; the worker follows
+                url = line.split("Listening at: ")[1].split()[0]
+            if url and "accepting clients" in line:
+                return url
+        raise AssertionError(
+            f"app exited with {self.process.wait()} before serving:\n"
+            + "".join(self.output)
+        )
 
     def _read_rest(self):
         for line in self.process.stdout:
             self.output.append(line)
 
+    def serving_pid(self):
+        """The pid of the process that holds the clients (gunicorn's worker)."""
+        if not self.mode:
+            return self.process.pid
+        path = f"/proc/{self.process.pid}/task/{self.process.pid}/children"
+        with open(path) as children:
+            (worker,) = children.read().split()
+        return int(worker)
+
     def stop(self):
+        """SIGTERM (SIGKILL after 15 s); the exit code."""
         self.process.terminate()
         try:
-            return self.process.wait(10)
+            code = self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        self._drain.join(5)
+        self.process.stdout.close()
+        return code
+
+
+@pytest.fixture(params=SERVER_MODES)
+def mode(request):
+    """Each server mode in turn: "threaded" (gthread) and "gevent"."""
+    return request.param
 
 
 @pytest.fixture
 def app_process(database_url, writer):
-    """Factory: app_process(**env) -> a running AppProcess; all stopped after.
+    """Factory: app_process(mode=None, **env) -> a running AppProcess, stopped after.
 
     `database_url=` in env runs it on another database than the session's.
     """
     processes = []
 
-    def start(**env):
-        process = AppProcess(env.pop("database_url", database_url), **env)
+    def start(mode=None, **env):
+        process = AppProcess(env.pop("database_url", database_url), mode, **env)
         processes.append(process)
         return process
 

@@ -15,10 +15,7 @@ import psycopg2
 import requests
 import websocket
 
-from conftest import AppProcess, ServedApp, insert_row, wait_for
-from feed import create_app
-from feed.extensions import db
-from feed.realtime import stop_feed
+from conftest import insert_row, wait_for
 
 FAST_LISTENER = {"FEED_LISTENER_IDLE_CHECK": "1", "FEED_LISTENER_TIMEOUT": "2"}
 
@@ -70,9 +67,9 @@ def listening(url):
 
 
 def test_clients_converge_through_terminated_listeners_and_a_restart(
-    faulty_postgres, catch_up_client
+    faulty_postgres, catch_up_client, app_process, mode
 ):
-    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+    app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     writers = [Writer(faulty_postgres.url, f"writer{i}") for i in (1, 2)]
     try:
         clients = [catch_up_client(app.url) for _ in range(3)]
@@ -100,9 +97,9 @@ def test_clients_converge_through_terminated_listeners_and_a_restart(
 
 
 def test_a_client_reconnecting_repeatedly_during_writes_converges(
-    faulty_postgres, catch_up_client
+    faulty_postgres, catch_up_client, app_process, mode
 ):
-    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+    app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     writer = Writer(faulty_postgres.url, "writer")
     try:
         feed_client = catch_up_client(app.url)
@@ -120,9 +117,9 @@ def test_a_client_reconnecting_repeatedly_during_writes_converges(
 
 
 def test_a_late_commit_of_a_lower_id_is_recovered_after_a_reconnect(
-    faulty_postgres, catch_up_client
+    faulty_postgres, catch_up_client, app_process, mode
 ):
-    app = AppProcess(faulty_postgres.url)
+    app = app_process(mode, database_url=faulty_postgres.url)
     slow = psycopg2.connect(faulty_postgres.url)  # a transaction left open
     writer = psycopg2.connect(faulty_postgres.url)
     writer.autocommit = True
@@ -150,22 +147,23 @@ def test_a_late_commit_of_a_lower_id_is_recovered_after_a_reconnect(
         app.stop()
 
 
-def test_a_stalled_client_costs_bounded_memory(faulty_postgres):
-    app = AppProcess(
-        faulty_postgres.url,
+def test_a_stalled_client_costs_bounded_memory(faulty_postgres, app_process, mode):
+    app = app_process(
+        mode,
+        database_url=faulty_postgres.url,
         FEED_CLIENT_BACKLOG_MESSAGES=os.environ.get("TEST_BACKLOG_MESSAGES", "200"),
         FEED_CLIENT_BACKLOG_BYTES=os.environ.get("TEST_BACKLOG_BYTES", str(2**20)),
     )
     try:
-        before = rss_bytes(app.process.pid)
+        before = rss_bytes(app.serving_pid())
         stalled = stalled_client(app.url)
         push_rows(faulty_postgres)  # fills the stalled client's backlog to its limit
         wait_for(lambda: reconnects(app.url) == 0)  # the app still answers
-        at_limit = rss_bytes(app.process.pid)
+        at_limit = rss_bytes(app.serving_pid())
         for _ in range(2):
             push_rows(faulty_postgres)  # 32 MB more that the client never reads
         wait_for(lambda: healthz(app.url).json()["listener"]["last_notification_at"])
-        after = rss_bytes(app.process.pid)
+        after = rss_bytes(app.serving_pid())
         print(
             f"\nstalled client: server RSS {before / 2**20:.1f} MiB before, "
             f"{at_limit / 2**20:.1f} MiB at the backlog limit, "
@@ -179,8 +177,10 @@ def test_a_stalled_client_costs_bounded_memory(faulty_postgres):
         app.stop()
 
 
-def test_a_stalled_client_does_not_delay_the_others(faulty_postgres, sio_client):
-    app = AppProcess(faulty_postgres.url)
+def test_a_stalled_client_does_not_delay_the_others(
+    faulty_postgres, sio_client, app_process, mode
+):
+    app = app_process(mode, database_url=faulty_postgres.url)
     writer = psycopg2.connect(faulty_postgres.url)
     writer.autocommit = True
     try:
@@ -240,9 +240,9 @@ def rss_bytes(pid):
     raise AssertionError("no VmRSS")
 
 
-def test_database_down_at_start_then_up(faulty_postgres, sio_client):
+def test_database_down_at_start_then_up(faulty_postgres, sio_client, app_process, mode):
     faulty_postgres.stop()
-    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+    app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     try:
         assert requests.get(app.url, timeout=5).status_code == 200
         response = healthz(app.url)
@@ -263,8 +263,8 @@ def test_database_down_at_start_then_up(faulty_postgres, sio_client):
         app.stop()
 
 
-def test_healthz_flips_to_503_in_an_outage_and_back(faulty_postgres):
-    app = AppProcess(faulty_postgres.url, **FAST_LISTENER)
+def test_healthz_flips_to_503_in_an_outage_and_back(faulty_postgres, app_process, mode):
+    app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     try:
         assert healthz(app.url).status_code == 200
         faulty_postgres.stop()
@@ -279,34 +279,25 @@ def test_healthz_flips_to_503_in_an_outage_and_back(faulty_postgres):
         app.stop()
 
 
-def test_clients_are_told_when_the_feed_goes_offline_and_comes_back(faulty_postgres):
-    app = create_app(
-        {"DATABASE_URL": faulty_postgres.url, "FEED_LISTENER_IDLE_CHECK": 1}
-    )
-    served = ServedApp(app).start()
+def test_clients_are_told_when_the_feed_goes_offline_and_comes_back(
+    faulty_postgres, sio_client, app_process, mode
+):
+    app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     statuses = []
-    client = None
     try:
-        from conftest import FeedClient
-
-        client = FeedClient(served.url)
-        client.sio.on("status", statuses.append, namespace="/events")
+        feed_client = sio_client(app.url)
+        feed_client.sio.on("status", statuses.append, namespace="/events")
         faulty_postgres.stop()
         wait_for(lambda: {"feed": "offline"} in statuses, message="offline status")
         faulty_postgres.start()
         wait_for(lambda: statuses[-1:] == [{"feed": "live"}], timeout=20)
-        wait_for(lambda: client.resyncs == 1, message="a resync after the outage")
+        wait_for(lambda: feed_client.resyncs == 1, message="a resync after the outage")
     finally:
-        if client is not None:
-            client.close()
-        served.stop()
-        stop_feed(app)
-        with app.app_context():
-            db.engine.dispose()
+        app.stop()
 
 
-def test_recovery_time_after_a_terminated_backend(faulty_postgres):
-    app = AppProcess(faulty_postgres.url)
+def test_recovery_time_after_a_terminated_backend(faulty_postgres, app_process, mode):
+    app = app_process(mode, database_url=faulty_postgres.url)
     try:
         times = []
         for attempt in range(1, 6):
@@ -324,8 +315,10 @@ def test_recovery_time_after_a_terminated_backend(faulty_postgres):
         app.stop()
 
 
-def test_sigterm_closes_clients_cleanly_and_exits_promptly(faulty_postgres, sio_client):
-    app = AppProcess(faulty_postgres.url)
+def test_sigterm_closes_clients_cleanly_and_exits_promptly(
+    faulty_postgres, sio_client, app_process, mode
+):
+    app = app_process(mode, database_url=faulty_postgres.url)
     feed_client = sio_client(app.url)
     reasons = []
     feed_client.sio.on("disconnect", reasons.append, namespace="/events")
@@ -338,12 +331,12 @@ def test_sigterm_closes_clients_cleanly_and_exits_promptly(faulty_postgres, sio_
 
 
 def test_self_test_names_the_likely_cause_when_notify_does_not_arrive(
-    faulty_postgres, app_process, database_url
+    faulty_postgres, app_process, database_url, mode
 ):
     # The listener on another database than the app's: like a transaction-mode
     # pooler, LISTEN works but the app's NOTIFYs never reach it.
     app = app_process(
-        database_url=faulty_postgres.url, LISTENER_DATABASE_URL=database_url
+        mode, database_url=faulty_postgres.url, LISTENER_DATABASE_URL=database_url
     )
     wait_for(lambda: any("self-test" in line for line in app.output), timeout=15)
     complaint = next(line for line in app.output if "self-test" in line)
@@ -351,38 +344,35 @@ def test_self_test_names_the_likely_cause_when_notify_does_not_arrive(
     assert "PgBouncer" in complaint and "LISTENER_DATABASE_URL" in complaint
 
 
-def test_self_test_passes_on_a_direct_connection(faulty_postgres, app_process):
-    app = app_process(database_url=faulty_postgres.url)
+def test_self_test_passes_on_a_direct_connection(faulty_postgres, app_process, mode):
+    app = app_process(mode, database_url=faulty_postgres.url)
     wait_for(lambda: any("self-test" in line for line in app.output), timeout=15)
     assert any("listener hears the app's NOTIFY" in line for line in app.output)
 
 
 def test_a_silently_dead_network_is_detected_and_recovered(
-    faulty_postgres, freezable_proxy, catch_up_client
+    faulty_postgres, freezable_proxy, catch_up_client, app_process, mode
 ):
-    app = create_app(
-        {
-            "DATABASE_URL": faulty_postgres.url,
-            "LISTENER_DATABASE_URL": freezable_proxy.url,
-            "FEED_LISTENER_IDLE_CHECK": 0.5,
-            "FEED_LISTENER_TIMEOUT": 1.0,
-        }
+    app = app_process(
+        mode,
+        database_url=faulty_postgres.url,
+        LISTENER_DATABASE_URL=freezable_proxy.url,
+        FEED_LISTENER_IDLE_CHECK="0.5",
+        FEED_LISTENER_TIMEOUT="1.0",
     )
-    served = ServedApp(app).start()
     writer = psycopg2.connect(faulty_postgres.url)
     writer.autocommit = True
     try:
-        feed_client = catch_up_client(served.url)
+        feed_client = catch_up_client(app.url)
         first = insert_row(writer, "before")
         wait_for(lambda: first in feed_client.held, message="a row before")
         frozen_at = time.monotonic()
         freezable_proxy.freeze()
         during = insert_row(writer, "while the link is dead")
-        listener = app.extensions["feed"].listener
-        wait_for(lambda: listener.reconnects == 1, timeout=10, message="reconnect")
+        wait_for(lambda: reconnects(app.url) == 1, timeout=10, message="reconnect")
         print(
-            f"\nsilent link: listener back {time.monotonic() - frozen_at:.1f} s "
-            "after the freeze"
+            f"\nsilent link ({mode}): listener back "
+            f"{time.monotonic() - frozen_at:.1f} s after the freeze"
         )
         after = insert_row(writer, "after")
         table = faulty_postgres.table()
@@ -390,7 +380,4 @@ def test_a_silently_dead_network_is_detected_and_recovered(
         wait_for(lambda: feed_client.holds(table), message="the missed row")
     finally:
         writer.close()
-        served.stop()
-        stop_feed(app)
-        with app.app_context():
-            db.engine.dispose()
+        app.stop()
