@@ -12,6 +12,9 @@ from bench.services import REDIS_SERVER, ROOT
 LIBRARIES = (
     "flask",
     "flask-socketio",
+    "gunicorn",
+    "gevent",
+    "psycogreen",
     "python-socketio",
     "python-engineio",
     "simple-websocket",

@@ -6,7 +6,13 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 
-COLOURS = {"limit": "#7f7f7f", "pg-feed": "#1f77b4", "redis-mq": "#d62728"}
+COLOURS = {
+    "limit": "#7f7f7f",
+    "pg-feed": "#1f77b4",
+    "pg-feed-gthread": "#2ca02c",
+    "pg-feed-gevent": "#9467bd",
+    "redis-mq": "#d62728",
+}
 
 
 def latency_cdf(document, path):

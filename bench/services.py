@@ -14,6 +14,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from bench.settings import GTHREAD_THREADS, SERVE_MODES
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,10 +28,16 @@ LOGGED_WARNINGS = 10  # of a server's warnings, only the first few are passed on
 
 
 class ServerProcess:
-    """A server under test in its own process; it prints `serving on <url>`."""
+    """A server under test in its own process; it prints `serving on <url>`.
 
-    def __init__(self, name, argv, env):
+    Under gunicorn (served=True) the URL is the line `Listening at: <url>`, the
+    worker's `accepting clients` says it is ready, and the process measured is
+    the worker, which holds the clients.
+    """
+
+    def __init__(self, name, argv, env, gunicorn=False):
         self.name = name
+        self.gunicorn = gunicorn
         self.warnings = 0
         self.output = deque(maxlen=200)
         self.process = subprocess.Popen(
@@ -45,14 +53,23 @@ class ServerProcess:
 
     @property
     def pid(self):
-        """The server's process id."""
-        return self.process.pid
+        """The id of the process that holds the clients (gunicorn: its worker)."""
+        if not self.gunicorn:
+            return self.process.pid
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        (worker,) = path.read_text().split()
+        return int(worker)
 
     def _read_url(self):
+        url = None
         for line in self.process.stdout:
             self.output.append(line)
             if "serving on " in line:
                 return line.rsplit(" ", 1)[1].strip()
+            if "Listening at: " in line:
+                url = line.split("Listening at: ")[1].split()[0]
+            if url and "accepting clients" in line:
+                return url
         raise RuntimeError(
             f"{self.name} exited with {self.process.wait()} before serving:\n"
             + "".join(self.output)
@@ -86,8 +103,9 @@ class ServerProcess:
             return self.process.wait()
 
 
-def start_pg_feed(database_url):
-    """pg-feed as `python app.py` serves it, with its defaults and BENCH_FEED_*."""
+def start_pg_feed(database_url, mode=None):
+    """pg-feed with its defaults and BENCH_FEED_*: `python app.py`, or (mode
+    "threaded" or "gevent") gunicorn as `make serve` runs it."""
     inherited = {
         name: value
         for name, value in os.environ.items()
@@ -102,7 +120,14 @@ def start_pg_feed(database_url):
         "FEED_MIGRATE": "0",
         "FEED_LOG_LEVEL": "WARNING",
     }
-    return ServerProcess("pg-feed", [sys.executable, "app.py"], env)
+    if mode is None:
+        return ServerProcess("pg-feed", [sys.executable, "app.py"], env)
+    env["FEED_SERVER_MODE"] = mode
+    if mode == "threaded":
+        env.setdefault("FEED_THREADS", str(GTHREAD_THREADS))
+    argv = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    name = next(system for system, m in SERVE_MODES.items() if m == mode)
+    return ServerProcess(name, [*argv, "app:app"], env, gunicorn=True)
 
 
 def pg_feed_overrides():

@@ -2,7 +2,11 @@
 
 from dataclasses import dataclass, replace
 
-SYSTEMS = ("limit", "pg-feed", "redis-mq")
+SYSTEMS = ("limit", "pg-feed", "pg-feed-gthread", "pg-feed-gevent", "redis-mq")
+# pg-feed under `make serve`: its system name and FEED_SERVER_MODE
+SERVE_MODES = {"pg-feed-gthread": "threaded", "pg-feed-gevent": "gevent"}
+# gthread holds one WebSocket per thread: room for the largest capacity step
+GTHREAD_THREADS = 2200
 
 
 @dataclass(frozen=True)

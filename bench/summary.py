@@ -108,7 +108,30 @@ def targets(summary):
             "<=",
         ),
     ]
+    rows += _capacity_targets(summary["capacity"].get("pg-feed-gevent"))
     return [_target(*row) for row in rows]
+
+
+def _capacity_targets(steps):
+    """Issue 6: one gevent process, its largest step (2000 clients in a full run)."""
+    if not steps:
+        return []
+    largest = max(steps, key=lambda step: step["clients"])
+    clients = largest["clients"]
+    return [
+        (
+            f"capacity (c) gevent, {clients} clients: idle CPU <= 10 %",
+            largest["idle_cpu_percent"],
+            10.0,
+            "<=",
+        ),
+        (
+            f"capacity (c) gevent, one row to all {clients} <= 50 ms (median)",
+            largest["one_row_to_all_ms"],
+            50.0,
+            "<=",
+        ),
+    ]
 
 
 def _target(name, measured, goal, comparison):
