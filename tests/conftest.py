@@ -2,6 +2,7 @@
 
 import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -355,6 +356,14 @@ class AppProcess:
         with open(path) as children:
             (worker,) = children.read().split()
         return int(worker)
+
+    def kill(self):
+        """SIGKILL the process holding the clients and gunicorn's master: a crash."""
+        serving = self.serving_pid()
+        self.process.kill()
+        if serving != self.process.pid:
+            os.kill(serving, signal.SIGKILL)
+        self.process.wait(10)
 
     def stop(self):
         """SIGTERM (SIGKILL after 15 s); the exit code."""

@@ -23,10 +23,12 @@ def free_port():
 
 
 @pytest.fixture
-def instances(database_url, writer):
-    """Three `python app.py` instances on one database, on fixed free ports."""
+def instances(database_url, writer, mode):
+    """Three `make serve` instances in one mode on one database, on free ports."""
     started = [
-        AppProcess(database_url, PORT=str(free_port()), FEED_LISTENER_IDLE_CHECK="1")
+        AppProcess(
+            database_url, mode, PORT=str(free_port()), FEED_LISTENER_IDLE_CHECK="1"
+        )
         for _ in range(3)
     ]
     yield started
@@ -91,8 +93,7 @@ def test_thirty_clients_through_nginx_get_every_row_once_and_survive_a_dead_inst
     assert all(len(c.live_inserts) == len(set(c.live_inserts)) for c in clients)
 
     serving = next(i for i in instances if _has_clients(i))
-    serving.process.kill()  # no goodbye: nginx must send them elsewhere
-    serving.process.wait(10)
+    serving.kill()  # no goodbye: nginx must send them elsewhere
     ids += [insert_row(writer, f"while moving {n}") for n in range(20)]
     table = dict(_table(writer))
     for feed_client in clients:

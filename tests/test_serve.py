@@ -23,6 +23,9 @@ def test_gunicorn_serves_the_feed_and_stops_cleanly(
     assert ack["ok"] is True
     from_psql = insert_row(writer, "from psql")
     wait_for(lambda: feed_client.ids() == [ack["id"], from_psql], message="rows")
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert "feed_rows_emitted_total 2.0" in metrics
+    assert "feed_connected_clients 1.0" in metrics
     reasons = []
     feed_client.sio.on("disconnect", reasons.append, namespace="/events")
     assert server.stop() == 0, "".join(server.output)
@@ -54,3 +57,22 @@ def test_an_unknown_server_mode_is_refused_with_the_choices():
     )
     assert result.returncode != 0
     assert "expected one of threaded, gevent" in result.stderr
+
+
+def test_the_database_password_never_reaches_gunicorns_log_or_health(
+    app_process, mode
+):
+    server = app_process(
+        mode,
+        database_url="postgresql://app:hunter2-s3cret@127.0.0.1:1/feed",
+        FEED_LISTENER_TIMEOUT="1",
+        FEED_LOG_LEVEL="DEBUG",
+    )
+    response = requests.get(f"{server.url}/healthz", timeout=10)
+    assert response.status_code == 503 and "hunter2" not in response.text
+    wait_for(
+        lambda: sum("listener" in line for line in server.output) >= 3,
+        message="the listener's failed attempts logged",
+    )
+    server.stop()
+    assert "hunter2" not in "".join(server.output)
