@@ -59,9 +59,7 @@ def test_an_unknown_server_mode_is_refused_with_the_choices():
     assert "expected one of threaded, gevent" in result.stderr
 
 
-def test_the_database_password_never_reaches_gunicorns_log_or_health(
-    app_process, mode
-):
+def test_the_database_password_never_reaches_gunicorns_log_or_health(app_process, mode):
     server = app_process(
         mode,
         database_url="postgresql://app:hunter2-s3cret@127.0.0.1:1/feed",
