@@ -242,9 +242,9 @@ def test_the_database_password_never_reaches_logs_or_health(caplog):
 
 
 def test_a_database_error_reaches_the_client_without_sql_or_trace(
-    server, sio_client, writer
+    app_process, sio_client, writer, mode
 ):
-    feed_client = sio_client(server.url)
+    feed_client = sio_client(app_process(mode).url)
     with writer.cursor() as cursor:
         cursor.execute("ALTER TABLE events ADD CONSTRAINT no_x CHECK (event <> 'x')")
     try:
@@ -283,13 +283,13 @@ def app_role(database_url, writer):
 
 
 def test_the_app_runs_under_a_least_privilege_role(
-    app_role, serve_app, sio_client, writer
+    app_role, app_process, sio_client, writer, mode
 ):
     check = psycopg2.connect(app_role)
     with pytest.raises(psycopg2.errors.InsufficientPrivilege), check.cursor() as cursor:
         cursor.execute("DELETE FROM events")
     check.close()
-    served = serve_app(DATABASE_URL=app_role)
+    served = app_process(mode, database_url=app_role)
     feed_client = sio_client(served.url)
     ack = feed_client.call("event", "as the app role")
     assert ack["ok"] is True
