@@ -44,7 +44,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):
+def page(browser):
     context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -173,6 +173,26 @@ def test_page_shows_history_live_rows_and_sends_events(page, server, writer):
     )
     expect(page.locator("#event-input")).to_have_value("")
     assert page.problems == []
+
+
+def test_page_works_under_make_serve_in_each_mode(page, app_process, writer, mode):
+    from playwright.sync_api import expect
+
+    served = app_process(mode)
+    insert_rows(writer, 2, prefix="history")
+    page.goto(served.url)
+    expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#events li.event")).to_have_count(2)
+    page.fill("#event-input", f"typed under {mode}")
+    page.press("#event-input", "Enter")
+    expect(page.locator("#events li.event").first.locator(".event-text")).to_have_text(
+        f"typed under {mode}"
+    )
+    new_id = insert_row(writer, "from psql")
+    expect(row(page, new_id).locator(".event-text")).to_have_text("from psql")
+    assert page.problems == []
+    assert served.stop() == 0  # the page sees the server go: it shows it
+    expect(page.locator("#status")).not_to_have_attribute("data-state", "connected")
 
 
 def test_page_applies_updates_deletes_and_truncate(page, server, writer):
