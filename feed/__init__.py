@@ -11,7 +11,7 @@ from . import concurrency, realtime, transport, views
 from .backlog import BoundedManager
 from .database_urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
-from .security import OriginPolicy, RefuseLargeBodies
+from .security import AnswerEndedSessions, OriginPolicy, RefuseLargeBodies
 
 
 def create_app(config=None):
@@ -45,7 +45,7 @@ def create_app(config=None):
     )
     max_bytes = max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"])
     transport.install(socketio.server.eio, max_bytes)
-    app.wsgi_app = RefuseLargeBodies(app.wsgi_app, max_bytes)
+    app.wsgi_app = AnswerEndedSessions(RefuseLargeBodies(app.wsgi_app, max_bytes))
     realtime.init_app(app)
     app.register_blueprint(views.bp)
     app.after_request(views.security_headers)

@@ -156,3 +156,30 @@ class RefuseLargeBodies:
             [("Content-Type", "text/plain"), ("Connection", "close")],
         )
         return [reason.encode()]
+
+
+class AnswerEndedSessions:
+    """WSGI middleware: a long-polling request for a session that just ended gets 400.
+
+    python-engineio answers 400 for an unknown session, but a POST for one that
+    closed a moment ago (still in its table) raises KeyError from its
+    _get_socket: a 500 and a traceback in the log, each time a client's last POST
+    crosses its own CLOSE or a server-side close.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        try:
+            return self.wsgi_app(environ, start_response)
+        except KeyError as exc:
+            if exc.args != ("Session is disconnected",):
+                raise
+        log.info(
+            "%s for an ended session from %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("REMOTE_ADDR", "unknown"),
+        )
+        start_response("400 Bad Request", [("Content-Type", "text/plain")])
+        return [b"Session is disconnected\n"]

@@ -1,5 +1,6 @@
 """Attacks on the feed: other origins, missing tokens, floods, huge frames, leaks."""
 
+import json
 import logging
 import socket
 
@@ -207,6 +208,22 @@ def test_a_huge_polling_post_is_refused_before_its_body_is_read(server):
         )
         status_line = raw.recv(4096).split(b"\r\n")[0]  # no body was sent at all
     assert status_line.startswith(b"HTTP/1.1 413")
+    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_request_for_a_session_that_just_ended_gets_400(server, caplog, method):
+    base = f"{server.url}/socket.io/?EIO=4&transport=polling"
+    handshake = requests.get(base, timeout=5)
+    sid = json.loads(handshake.text[1:])["sid"]  # "0{...}": the open packet
+    session = f"{base}&sid={sid}"
+    assert requests.post(session, data="40/events,", timeout=5).status_code == 200
+    assert requests.post(session, data="1", timeout=5).status_code == 200  # CLOSE
+    with caplog.at_level(logging.INFO):
+        late = requests.request(method, session, data="2", timeout=5)
+    assert late.status_code == 400
+    assert "Session is disconnected" in late.text
+    assert "Traceback" not in caplog.text
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
 
 
