@@ -48,15 +48,31 @@ class Relay:
 
     def _run(self):
         while True:
-            items = [self._pending.get()]
-            while not self._pending.empty():
-                items.append(self._pending.get_nowait())
+            items = self._take_pending()
             for event, data, drained_at in _merge_rows(items):
                 if event is _STOP:
                     return
                 self._emit(event, data)
                 if drained_at is not None:
                     self._count(data, drained_at)
+
+    def _take_pending(self):
+        """Wait for an item, then take it and whatever the listener adds meanwhile.
+
+        Each time the queue runs dry the relay yields once (sleep(0)): under
+        gevent the listener greenlet runs only then, and may have drained more of
+        the same burst; a lone row waits one scheduler round.
+        """
+        items = [self._pending.get()]
+        rows = _row_count(items[0])
+        while rows < MERGE_ROWS:
+            time.sleep(0)
+            if self._pending.empty():
+                break
+            while not self._pending.empty():
+                items.append(self._pending.get_nowait())
+                rows += _row_count(items[-1])
+        return items
 
     def _emit(self, event, data):
         try:
@@ -68,6 +84,10 @@ class Relay:
         self.metrics.rows_emitted.inc(len(rows))
         self.metrics.rows_per_message.observe(len(rows))
         self.metrics.emit_delay.observe(time.monotonic() - drained_at)
+
+
+def _row_count(item):
+    return len(item[1]) if item is not _STOP and item[0] == "events" else 0
 
 
 def _can_extend(merged, count):
