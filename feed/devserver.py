@@ -69,6 +69,12 @@ def upgrade_schema(app):
 def serve(app):
     """Serve until SIGINT or SIGTERM, with LISTEN in place before the first client."""
     host, port = app.config["HOST"], app.config["PORT"]
+    if app.config["FEED_SERVER_MODE"] != "threaded":
+        log.warning(
+            "FEED_SERVER_MODE=%s is for `make serve` (gunicorn); python app.py is "
+            "the development server and serves threaded",
+            app.config["FEED_SERVER_MODE"],
+        )
     server = make_server(host, port, app, threaded=True)
     if not start_feed(app, timeout=app.config["FEED_LISTENER_TIMEOUT"]):
         log.error("serving without LISTEN: the database is unreachable; retrying")

@@ -32,3 +32,9 @@ def test_python_app_py_reuses_the_embedded_database(tmp_path):
             feed_client.close()
         finally:
             app_process.stop()
+
+
+def test_python_app_py_says_it_serves_threaded_whatever_the_mode(app_process):
+    served = app_process(FEED_SERVER_MODE="gevent")
+    assert any("is for `make serve`" in line for line in served.output)
+    assert requests.get(f"{served.url}/healthz", timeout=5).status_code == 200
