@@ -71,9 +71,9 @@ class FeedWebSocket(SimpleWebSocketWSGI):
     patched), and the direct write is told not to wait.
     """
 
-    def __init__(self, handler, server, **kwargs):
-        super().__init__(handler, server, **kwargs, **concurrency.websocket_options())
-        self.nowait = concurrency.nowait_options()
+    def __init__(self, handler, server, nowait=None, **kwargs):
+        super().__init__(handler, server, **kwargs)
+        self.nowait = nowait or {}  # send() options that make it never wait
         self.send_lock = threading.Lock()  # held while writing to the socket
         self.state_lock = threading.Lock()  # never held across I/O
         self.queued_broadcasts = 0
@@ -151,10 +151,14 @@ def install(engineio_server, max_message_bytes):
 
     simple-websocket stops reading a message at the limit (closing with 1009,
     message too big); python-engineio alone would check only after reading it.
+    The process's concurrency (threads or gevent) is read once, here.
     """
     engineio_server._async = {
         **engineio_server._async,
         "websocket": functools.partial(
-            FeedWebSocket, max_message_size=max_message_bytes
+            FeedWebSocket,
+            max_message_size=max_message_bytes,
+            nowait=concurrency.nowait_options(),
+            **concurrency.websocket_options(),
         ),
     }
