@@ -46,7 +46,7 @@ serve: install
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py app:app
 
 psql: install
-	"$$($(PY) -W ignore -c 'from feed.devserver import bundled_bin; print(bundled_bin())')/psql" \
+	"$$($(PY) -W ignore -c 'from feed.service.embedded_postgres import bundled_bin; print(bundled_bin())')/psql" \
 		"$${DATABASE_URL:-$$($(PY) -c 'import config; print(config.embedded_database_url())')}"
 
 test: install-dev

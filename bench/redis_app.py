@@ -18,7 +18,7 @@ from flask_socketio import Namespace, SocketIO
 from werkzeug.serving import make_server
 
 from bench.system_limits import raise_open_files_limit
-from feed.realtime import NAMESPACE
+from feed.service.process_feed import NAMESPACE
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ control_socket_disable = True  # unused, and one path per user: instances would 
 
 def post_worker_init(worker):
     """LISTEN before this worker accepts its first client; close clients on TERM."""
-    from feed import logs
-    from feed.concurrency import async_mode
     from feed.extensions import socketio
-    from feed.realtime import close_clients, start_feed
+    from feed.service import logs
+    from feed.service.concurrency import async_mode
+    from feed.service.process_feed import close_clients, start_feed
 
     # The app's records (refusals, the self-test, listener outages) to stderr
     # beside gunicorn's, in the same format choice as `python app.py`.
@@ -67,7 +67,7 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """Close every client cleanly and stop the listener."""
-    from feed.realtime import close_clients, stop_feed
+    from feed.service.process_feed import close_clients, stop_feed
 
     close_clients()
     stop_feed(worker.wsgi)

@@ -7,11 +7,14 @@ from flask import Flask
 
 from config import BASE_DIR, Config
 
-from . import concurrency, realtime, transport, views
-from .backlog import BoundedManager
-from .database_urls import sqlalchemy_url
+from . import models  # noqa: F401  (Alembic compares against its metadata)
+from .clients import namespace, views
+from .clients.security import AnswerEndedSessions, OriginPolicy, RefuseLargeBodies
+from .database.urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
-from .security import AnswerEndedSessions, OriginPolicy, RefuseLargeBodies
+from .fanout.backlog import BoundedManager
+from .service import concurrency, process_feed
+from .upstream import websocket
 
 
 def create_app(config=None):
@@ -44,9 +47,10 @@ def create_app(config=None):
         ),
     )
     max_bytes = max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"])
-    transport.install(socketio.server.eio, max_bytes)
+    websocket.install(socketio.server.eio, max_bytes)
     app.wsgi_app = AnswerEndedSessions(RefuseLargeBodies(app.wsgi_app, max_bytes))
-    realtime.init_app(app)
+    process_feed.init_app(app)
+    namespace.init_app(app)
     app.register_blueprint(views.bp)
     app.after_request(views.security_headers)
     return app

@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 
 from feed import create_app
 from feed.extensions import db
-from feed.realtime import start_feed, stop_feed
+from feed.service.process_feed import start_feed, stop_feed
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "/events"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from feed.database_urls import libpq_url, mask_url, sqlalchemy_url
+from feed.database.urls import libpq_url, mask_url, sqlalchemy_url
 
 
 @pytest.mark.parametrize(

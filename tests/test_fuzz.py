@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import wait_for
-from feed import protocol
+from feed.clients import protocol
 
 HUGE = st.integers(min_value=-(10**40), max_value=10**40)
 JSON = st.recursive(

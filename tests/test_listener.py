@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from conftest import insert_row, insert_rows, wait_for
-from feed.listener import Listener
+from feed.database.listener import Listener
 
 
 class Recorder:

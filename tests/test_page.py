@@ -10,7 +10,7 @@ import pytest
 from conftest import AppProcess, ServedApp, insert_row, insert_rows
 from feed import create_app
 from feed.extensions import socketio
-from feed.realtime import stop_feed
+from feed.service.process_feed import stop_feed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from feed import protocol
+from feed.clients import protocol
 
 
 @pytest.mark.parametrize(

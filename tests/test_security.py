@@ -249,7 +249,7 @@ def test_the_database_password_never_reaches_logs_or_health(caplog):
     url = "postgresql://app:hunter2-s3cret@127.0.0.1:1/feed?connect_timeout=1"
     app = create_app({"DATABASE_URL": url, "FEED_LISTENER_TIMEOUT": 1})
     with caplog.at_level(logging.DEBUG):
-        from feed.realtime import start_feed, stop_feed
+        from feed.service.process_feed import start_feed, stop_feed
 
         assert start_feed(app, timeout=1) is False
         body = app.test_client().get("/healthz").get_data(as_text=True)

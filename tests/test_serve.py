@@ -43,7 +43,7 @@ def test_app_records_reach_gunicorns_log_as_json_lines(app_process, mode):
     wait_for(lambda: any("self-test" in line for line in server.output), timeout=15)
     line = next(line for line in server.output if "self-test" in line)
     record = json.loads(line)
-    assert record["logger"] == "feed.realtime" and record["level"] == "INFO"
+    assert record["logger"] == "feed.service.process_feed" and record["level"] == "INFO"
 
 
 def test_an_unknown_server_mode_is_refused_with_the_choices():

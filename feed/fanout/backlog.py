@@ -15,7 +15,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
-from .transport import FramedText
+from ..upstream.websocket import FramedText
 
 log = logging.getLogger(__name__)
 
