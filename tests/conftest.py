@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,20 +24,10 @@ from werkzeug.serving import make_server
 from feed import create_app
 from feed.extensions import db
 from feed.service.process_feed import start_feed, stop_feed
+from support.waiting import wait_for  # noqa: F401  (tests still import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "/events"
-
-
-def wait_for(predicate, timeout=10.0, message="condition"):
-    """Poll predicate until it is truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
 def insert_row(writer, text):

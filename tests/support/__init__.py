@@ -1,0 +1,1 @@
+"""Test helpers that are more than fixtures: waiting, databases, processes, clients."""
