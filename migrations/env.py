@@ -37,9 +37,19 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+def skip_empty_revisions(context, revision, directives):
+    """`flask db migrate` with nothing to change writes no empty revision file."""
+    if getattr(config.cmd_opts, "autogenerate", False):
+        script = directives[0]
+        if script.upgrade_ops.is_empty():
+            directives[:] = []
+            logger.info("No changes in schema detected.")
+
+
 def run_migrations_online():
     """Run the migrations on a live connection."""
     conf_args = current_app.extensions["migrate"].configure_args
+    conf_args.setdefault("process_revision_directives", skip_empty_revisions)
     with target_db.engine.connect() as connection:
         context.configure(
             connection=connection, target_metadata=target_db.metadata, **conf_args

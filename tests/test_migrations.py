@@ -3,6 +3,10 @@
 import json
 import os
 import select
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -11,6 +15,9 @@ from flask_migrate import downgrade, upgrade
 from conftest import create_database, drop_database, wait_for
 from feed import create_app
 from feed.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+FLASK = str(Path(sys.executable).with_name("flask"))
 
 
 def relations(url):
@@ -159,3 +166,26 @@ def test_trigger_timestamps_are_utc_whatever_the_writer_session(writer, listenin
         cursor.execute("INSERT INTO events (event) VALUES ('tz')")
     (payload,) = listening(1)
     assert payload["row"]["created_at"].endswith("+00:00")
+
+
+def test_flask_db_migrate_on_a_migrated_database_finds_no_change(
+    database_url, tmp_path
+):
+    # The user's own command, on a copy of migrations/ so nothing is written here.
+    # It once proposed drop_table('events'): nothing imported the model.
+    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    result = subprocess.run(
+        [FLASK, "--app", "app", "db", "migrate", "-d", str(tmp_path / "migrations")],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "No changes in schema detected." in result.stderr
+    assert "drop_table" not in result.stderr + result.stdout
+    new_files = {p.name for p in (tmp_path / "migrations" / "versions").glob("*.py")}
+    assert new_files == {
+        p.name for p in (ROOT / "migrations" / "versions").glob("*.py")
+    }
