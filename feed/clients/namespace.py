@@ -23,7 +23,7 @@ from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace
 from sqlalchemy.exc import DBAPIError
 
-from ..database import queries
+from ..database import errors, queries
 from ..extensions import db, socketio
 from ..service.process_feed import NAMESPACE
 from . import protocol
@@ -32,6 +32,10 @@ from .security import TokenBucket
 log = logging.getLogger(__name__)
 
 CLIENT_EVENTS = ("event", "sync")
+REFUSED_BY_DATABASE = {
+    "event": "the database refused to store this event",
+    "sync": "the database refused this request",
+}
 
 
 class Client:
@@ -68,8 +72,7 @@ class EventsNamespace(Namespace):
         except protocol.InputError as exc:
             return self._refuse(sid, event, str(exc))
         except DBAPIError as exc:
-            log.warning("%s from %s failed: database error: %s", event, sid, exc.orig)
-            return protocol.error("the database is unavailable, try again shortly")
+            return self._database_error(sid, event, exc)
         except Exception:
             log.exception("%s from %s failed", event, sid)
             return protocol.error("internal error")
@@ -119,6 +122,21 @@ class EventsNamespace(Namespace):
             rows, more = queries.events_after(db.session, after, limit)
         live = current_app.extensions["feed"].live()
         return protocol.ok(events=rows, more=more, feed="live" if live else "offline")
+
+    def _database_error(self, sid, event, exc):
+        if errors.is_unavailable(exc):
+            log.warning(
+                "%s from %s failed: database unavailable: %s",
+                event,
+                sid,
+                errors.describe(exc),
+            )
+            return protocol.error("the database is unavailable, try again shortly")
+        log.warning(
+            "%s from %s refused by the database: %s", event, sid, errors.describe(exc)
+        )
+        self.state.metrics.refused.labels(event).inc()
+        return protocol.error(REFUSED_BY_DATABASE[event])
 
     def _refuse(self, sid, event, reason):
         log.info("refused %s from %s: %s", event, sid, reason)
