@@ -35,7 +35,7 @@ control_socket_disable = True  # unused, and one path per user: instances would 
 def post_worker_init(worker):
     """LISTEN before this worker accepts its first client; close clients on TERM."""
     from feed.extensions import socketio
-    from feed.service import logs
+    from feed.service import logs, readiness
     from feed.service.concurrency import async_mode
     from feed.service.process_feed import close_clients, start_feed
 
@@ -63,6 +63,8 @@ def post_worker_init(worker):
         mode,
         async_mode(),
     )
+    # gunicorn's master bound the socket (maybe to port 0): ask it which port.
+    readiness.announce(readiness.socket_url(worker.sockets[0]), mode)
 
 
 def worker_exit(server, worker):

@@ -4,8 +4,8 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
 from feed import cors_origins, create_app
+from support.processes import ROOT
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 

@@ -2,39 +2,40 @@
 
 import requests
 
-from conftest import AppProcess, FeedClient, wait_for
+from support.waiting import wait_for
+
+# No DATABASE_URL: `python app.py` starts the embedded server in pgdata itself.
+EMBEDDED = {"database_url": None, "FEED_MIGRATE": "1"}
 
 
-def test_python_app_py_starts_an_embedded_database_migrates_and_serves(tmp_path):
+def test_python_app_py_starts_an_embedded_database_migrates_and_serves(
+    tmp_path, app_process, sio_client
+):
     pgdata = tmp_path / "pgdata"
-    app_process = AppProcess(FEED_EMBEDDED_PGDATA=str(pgdata), FEED_MIGRATE="1")
-    try:
-        health = requests.get(f"{app_process.url}/healthz", timeout=5)
-        assert health.status_code == 200, health.text
-        feed_client = FeedClient(app_process.url)
-        ack = feed_client.call("event", "hello from a fresh machine")
-        assert ack == {"ok": True, "id": 1}
-        wait_for(lambda: feed_client.ids() == [1], message="the row")
-        feed_client.close()
-    finally:
-        assert app_process.stop() == 0
+    served = app_process(FEED_EMBEDDED_PGDATA=str(pgdata), **EMBEDDED)
+    health = requests.get(f"{served.url}/healthz", timeout=5)
+    assert health.status_code == 200, health.text
+    feed_client = sio_client(served.url)
+    ack = feed_client.call("event", "hello from a fresh machine")
+    assert ack == {"ok": True, "id": 1}
+    wait_for(lambda: feed_client.ids() == [1], message="the row")
+    feed_client.close()
+    assert served.stop() == 0
     assert (pgdata / "PG_VERSION").exists()
     assert not (pgdata / "postmaster.pid").exists()  # stopped with the app
 
 
-def test_python_app_py_reuses_the_embedded_database(tmp_path):
+def test_python_app_py_reuses_the_embedded_database(tmp_path, app_process, sio_client):
     pgdata = tmp_path / "pgdata"
     for expected_id in (1, 2):
-        app_process = AppProcess(FEED_EMBEDDED_PGDATA=str(pgdata), FEED_MIGRATE="1")
-        try:
-            feed_client = FeedClient(app_process.url)
-            assert feed_client.call("event", "kept")["id"] == expected_id
-            feed_client.close()
-        finally:
-            app_process.stop()
+        served = app_process(FEED_EMBEDDED_PGDATA=str(pgdata), **EMBEDDED)
+        feed_client = sio_client(served.url)
+        assert feed_client.call("event", "kept")["id"] == expected_id
+        feed_client.close()
+        served.stop()
 
 
 def test_python_app_py_says_it_serves_threaded_whatever_the_mode(app_process):
     served = app_process(FEED_SERVER_MODE="gevent")
-    assert any("is for `make serve`" in line for line in served.output)
+    served.line_with("is for `make serve`")
     assert requests.get(f"{served.url}/healthz", timeout=5).status_code == 200

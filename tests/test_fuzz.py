@@ -4,8 +4,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import wait_for
 from feed.clients import protocol
+from support.waiting import wait_for
 
 HUGE = st.integers(min_value=-(10**40), max_value=10**40)
 JSON = st.recursive(

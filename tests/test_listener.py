@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
-from conftest import insert_row, insert_rows, wait_for
 from feed.database.listener import Listener
+from support.database import insert_row, insert_rows
+from support.waiting import wait_for
 
 
 class Recorder:
@@ -26,15 +27,35 @@ class Recorder:
 
 @pytest.fixture
 def recorder():
+    """A fresh Recorder."""
     return Recorder()
 
 
 @pytest.fixture
-def listener(database_url, writer, recorder):
-    listener = Listener(database_url, "events", on_batch=recorder, idle_check=0.2)
-    assert listener.start(timeout=10)
-    yield listener
-    listener.stop()
+def start_listener():
+    """Factory: start_listener(url, on_batch, **options) -> a started Listener.
+
+    Every listener it started is stopped after the test, passed or failed.
+    """
+    started = []
+
+    def start(url, on_batch, timeout=10, **options):
+        started.append(Listener(url, "events", on_batch=on_batch, **options))
+        started[-1].start(timeout=timeout)
+        return started[-1]
+
+    yield start
+    for listener in started:
+        if listener.status()["state"] != "stopped":  # a test may have stopped it
+            listener.stop()
+
+
+@pytest.fixture
+def listener(database_url, writer, recorder, start_listener):
+    """A listening Listener on the test database that records into `recorder`."""
+    listener = start_listener(database_url, recorder, idle_check=0.2)
+    assert listener.status()["state"] == "listening"
+    return listener
 
 
 def test_listener_delivers_each_op_in_order(listener, recorder, writer):
@@ -63,11 +84,10 @@ def test_listener_reads_back_a_row_too_large_for_the_payload(
 
 
 def test_listener_skips_a_large_row_deleted_before_read_back(
-    database_url, writer, recorder
+    database_url, writer, recorder, start_listener
 ):
     # Commit the large insert and its delete before the listener drains either.
-    listener = Listener(database_url, "events", on_batch=recorder)
-    assert listener.start(timeout=10)
+    listener = start_listener(database_url, recorder)
     with writer.cursor() as cursor:
         cursor.execute("BEGIN")
         cursor.execute(
@@ -109,7 +129,7 @@ def test_listener_survives_a_bad_notification(listener, recorder, writer, payloa
     assert listener.status()["state"] == "listening"
 
 
-def test_listener_survives_a_failing_callback(database_url, writer):
+def test_listener_survives_a_failing_callback(database_url, writer, start_listener):
     seen = []
 
     def flaky(batch):
@@ -117,40 +137,34 @@ def test_listener_survives_a_failing_callback(database_url, writer):
         if len(seen) == 1:
             raise RuntimeError("callback bug")
 
-    listener = Listener(database_url, "events", on_batch=flaky)
-    assert listener.start(timeout=10)
+    start_listener(database_url, flaky)
     insert_row(writer, "first")
     wait_for(lambda: len(seen) == 1, message="first row")
     insert_row(writer, "second")
     wait_for(lambda: len(seen) == 2, message="second row after the failure")
-    listener.stop()
 
 
 def test_listener_health_check_does_not_strand_notifications(
-    database_url, writer, recorder
+    database_url, writer, recorder, start_listener
 ):
     # A health check every 5 ms: notifications keep arriving while SELECT 1 runs,
     # which moves them into conn.notifies where select() would never see them.
-    listener = Listener(database_url, "events", on_batch=recorder, idle_check=0.005)
-    assert listener.start(timeout=10)
+    start_listener(database_url, recorder, idle_check=0.005)
     for number in range(300):
         insert_row(writer, f"row {number}")
     wait_for(lambda: len(recorder.notifications()) == 300, message="all 300 rows")
-    listener.stop()
 
 
-def test_listener_stops_cleanly(database_url, recorder):
-    listener = Listener(database_url, "events", on_batch=recorder)
-    assert listener.start(timeout=10)
+def test_listener_stops_cleanly(database_url, recorder, start_listener):
+    listener = start_listener(database_url, recorder)
+    assert listener.status()["state"] == "listening"
     listener.stop(timeout=5)
     assert not listener._thread.is_alive()
     assert listener.status()["state"] == "stopped"
 
 
-def test_listener_reports_when_the_database_is_unreachable(recorder):
-    listener = Listener(
-        "postgresql://nobody@127.0.0.1:1/none", "events", on_batch=recorder
+def test_listener_reports_when_the_database_is_unreachable(recorder, start_listener):
+    listener = start_listener(
+        "postgresql://nobody@127.0.0.1:1/none", recorder, timeout=0.5
     )
-    assert listener.start(timeout=0.5) is False
     assert listener.status()["state"] in ("connecting", "reconnecting")
-    listener.stop()

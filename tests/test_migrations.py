@@ -12,9 +12,10 @@ import psycopg2
 import pytest
 from flask_migrate import downgrade, upgrade
 
-from conftest import create_database, drop_database, wait_for
 from feed import create_app
 from feed.extensions import db
+from support.database import create_database, drop_database
+from support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASK = str(Path(sys.executable).with_name("flask"))

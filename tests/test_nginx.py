@@ -8,8 +8,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
 
-from conftest import ROOT, AppProcess, insert_row, wait_for
+from support.database import insert_row
+from support.processes import ROOT
+from support.waiting import wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -23,17 +26,12 @@ def free_port():
 
 
 @pytest.fixture
-def instances(database_url, writer, mode):
+def instances(app_process, mode):
     """Three `make serve` instances in one mode on one database, on free ports."""
-    started = [
-        AppProcess(
-            database_url, mode, PORT=str(free_port()), FEED_LISTENER_IDLE_CHECK="1"
-        )
+    return [
+        app_process(mode, PORT=str(free_port()), FEED_LISTENER_IDLE_CHECK="1")
         for _ in range(3)
     ]
-    yield started
-    for instance in started:
-        instance.stop()
 
 
 @pytest.fixture
@@ -61,16 +59,16 @@ def nginx(instances):
     (folder / "tmp").mkdir()
     process = subprocess.Popen([NGINX, "-p", str(folder), "-c", "nginx.conf"])
     url = f"http://127.0.0.1:{port}"
-    import requests
+    try:
+        wait_for(lambda: _answers(url), message="nginx to listen")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
 
-    wait_for(lambda: _answers(requests, url), message="nginx to listen")
-    yield url
-    process.terminate()
-    process.wait(10)
-    shutil.rmtree(folder, ignore_errors=True)
 
-
-def _answers(requests, url):
+def _answers(url):
     try:
         return requests.get(f"{url}/healthz", timeout=2).status_code == 200
     except requests.ConnectionError:
@@ -78,14 +76,12 @@ def _answers(requests, url):
 
 
 def test_thirty_clients_through_nginx_get_every_row_once_and_survive_a_dead_instance(
-    instances, nginx, writer, catch_up_client
+    instances, nginx, writer, catch_up_client, sio_client
 ):
     clients = [catch_up_client(nginx, reconnection=True) for _ in range(30)]
     ids = [insert_row(writer, "from psql")]
     for instance in instances:  # written through each instance directly
-        from conftest import FeedClient
-
-        direct = FeedClient(instance.url)
+        direct = sio_client(instance.url)
         ids.append(direct.call("event", f"via {instance.url}")["id"])
         direct.close()
     for feed_client in clients:
@@ -101,8 +97,6 @@ def test_thirty_clients_through_nginx_get_every_row_once_and_survive_a_dead_inst
 
 
 def _has_clients(instance):
-    import requests
-
     return requests.get(f"{instance.url}/healthz", timeout=5).json()["clients"] > 0
 
 

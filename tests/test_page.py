@@ -7,10 +7,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import AppProcess, ServedApp, insert_row, insert_rows
-from feed import create_app
 from feed.extensions import socketio
-from feed.service.process_feed import stop_feed
+from support.database import insert_row, insert_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -426,58 +424,46 @@ def other_page(browser):
 
 
 def test_readme_snippet_works_from_an_allowed_origin(
-    browser, other_page, database_url, writer
+    page, other_page, serve_app, writer
 ):
     holder, origin = other_page
-    feed_app = create_app({"DATABASE_URL": database_url, "FEED_CORS_ORIGINS": origin})
-    served = ServedApp(feed_app).start()
-    try:
-        insert_rows(writer, 2, prefix="before")
-        holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
-        page = browser.new_page()
-        page.goto(origin)
-        # history, the snippet's own event, then a live row from psql
-        page.wait_for_function("() => rows.size === 3", timeout=TIMEOUT_MS)
-        new_id = insert_row(writer, "live")
-        page.wait_for_function(f"() => rows.has({new_id})", timeout=TIMEOUT_MS)
-        rows = page.evaluate("() => [...rows.values()]")
-        texts = [row["event"] for row in sorted(rows, key=lambda row: row["id"])]
-        assert texts == ["before 1", "before 2", "hello from another page", "live"]
-        page.close()
-    finally:
-        served.stop()
-        stop_feed(feed_app)
+    served = serve_app(FEED_CORS_ORIGINS=origin)
+    insert_rows(writer, 2, prefix="before")
+    holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
+    page.goto(origin)
+    # history, the snippet's own event, then a live row from psql
+    page.wait_for_function("() => rows.size === 3", timeout=TIMEOUT_MS)
+    new_id = insert_row(writer, "live")
+    page.wait_for_function(f"() => rows.has({new_id})", timeout=TIMEOUT_MS)
+    rows = page.evaluate("() => [...rows.values()]")
+    texts = [row["event"] for row in sorted(rows, key=lambda row: row["id"])]
+    assert texts == ["before 1", "before 2", "hello from another page", "live"]
 
 
 def test_page_shows_the_feed_offline_while_the_database_is_down_then_recovers(
-    browser, faulty_postgres
+    page, faulty_postgres, app_process
 ):
     from playwright.sync_api import expect
 
     faulty_postgres.stop()
-    app = AppProcess(
-        faulty_postgres.url, FEED_LISTENER_IDLE_CHECK="1", FEED_LISTENER_TIMEOUT="1"
+    served = app_process(
+        database_url=faulty_postgres.url,
+        FEED_LISTENER_IDLE_CHECK="1",
+        FEED_LISTENER_TIMEOUT="1",
     )
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(app.url)
-        status = page.locator("#status")
-        expect(status).to_have_attribute("data-state", "feed-offline")
-        page.fill("#event-input", "while the database is down")
-        page.press("#event-input", "Enter")
-        expect(page.locator("#send-error")).to_contain_text("database is unavailable")
+    page.goto(served.url)
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-state", "feed-offline")
+    page.fill("#event-input", "while the database is down")
+    page.press("#event-input", "Enter")
+    expect(page.locator("#send-error")).to_contain_text("database is unavailable")
 
-        faulty_postgres.start()
-        expect(status).to_have_attribute("data-state", "connected", timeout=20_000)
-        new_id = insert_row_at(faulty_postgres, "after the database came back")
-        expect(row(page, new_id).locator(".event-text")).to_have_text(
-            "after the database came back"
-        )
-    finally:
-        context.close()
-        app.stop()
+    faulty_postgres.start()
+    expect(status).to_have_attribute("data-state", "connected", timeout=20_000)
+    new_id = insert_row_at(faulty_postgres, "after the database came back")
+    expect(row(page, new_id).locator(".event-text")).to_have_text(
+        "after the database came back"
+    )
 
 
 def insert_row_at(database, text):

@@ -3,11 +3,13 @@
 import pytest
 import socketio
 
-from conftest import SERVER_MODES, AppProcess, insert_rows, wait_for
+from support.database import insert_rows
+from support.processes import SERVER_MODES, AppProcess
+from support.waiting import wait_for
 
 
 @pytest.fixture(scope="module", params=SERVER_MODES)
-def server(request, database_url):
+def gunicorn_process(request, database_url):
     """`make serve` in one mode (threaded, then gevent), shared by this module.
 
     Each test starts on an empty table (the writer fixture empties it without
@@ -30,8 +32,8 @@ def count_rows(writer):
 
 
 @pytest.fixture
-def three_clients(server, sio_client):
-    return [sio_client(server.url) for _ in range(3)]
+def three_clients(gunicorn_process, sio_client):
+    return [sio_client(gunicorn_process.url) for _ in range(3)]
 
 
 def test_event_from_one_client_reaches_all_three_exactly_once(three_clients):
@@ -78,8 +80,8 @@ def test_rows_of_one_transaction_arrive_complete_in_order_and_batched(
         assert len(feed_client.messages) <= 10, len(feed_client.messages)
 
 
-def test_a_row_too_large_for_notify_arrives_whole(server, sio_client):
-    feed_client = sio_client(server.url)
+def test_a_row_too_large_for_notify_arrives_whole(gunicorn_process, sio_client):
+    feed_client = sio_client(gunicorn_process.url)
     text = "🎉" * 4000  # 16,000 bytes: over NOTIFY's limit, under the event limit
     ack = feed_client.call("event", text)
     assert ack["ok"], ack
@@ -87,8 +89,10 @@ def test_a_row_too_large_for_notify_arrives_whole(server, sio_client):
     assert feed_client.rows()[0]["event"] == text
 
 
-def test_one_clients_events_are_inserted_in_the_order_sent(server, sio_client, writer):
-    feed_client = sio_client(server.url)
+def test_one_clients_events_are_inserted_in_the_order_sent(
+    gunicorn_process, sio_client, writer
+):
+    feed_client = sio_client(gunicorn_process.url)
     acks = {}
     for number in range(40):  # the default burst allowance
         feed_client.sio.emit(
@@ -104,9 +108,11 @@ def test_one_clients_events_are_inserted_in_the_order_sent(server, sio_client, w
         assert [event for (event,) in cursor.fetchall()] == [f"n{n}" for n in range(40)]
 
 
-def test_sync_returns_the_latest_page_then_pages_forward(server, sio_client, writer):
+def test_sync_returns_the_latest_page_then_pages_forward(
+    gunicorn_process, sio_client, writer
+):
     insert_rows(writer, 250)
-    feed_client = sio_client(server.url)
+    feed_client = sio_client(gunicorn_process.url)
     latest = feed_client.call("sync", {"after": None})
     assert latest["ok"] and latest["more"] is True
     assert [row["id"] for row in latest["events"]] == list(range(151, 251))
@@ -119,8 +125,8 @@ def test_sync_returns_the_latest_page_then_pages_forward(server, sio_client, wri
     assert rest["more"] is False
 
 
-def test_sync_on_an_empty_table(server, sio_client):
-    answer = sio_client(server.url).call("sync", {"after": None})
+def test_sync_on_an_empty_table(gunicorn_process, sio_client):
+    answer = sio_client(gunicorn_process.url).call("sync", {"after": None})
     assert answer == {"ok": True, "events": [], "more": False, "feed": "live"}
 
 
@@ -142,16 +148,21 @@ BAD_EVENTS = [
 
 @pytest.mark.parametrize(("args", "reason"), BAD_EVENTS)
 def test_bad_event_is_refused_and_nothing_else_breaks(
-    server, sio_client, writer, args, reason
+    gunicorn_process, sio_client, writer, args, reason
 ):
-    sender, bystander = sio_client(server.url), sio_client(server.url)
+    sender, bystander = (
+        sio_client(gunicorn_process.url),
+        sio_client(gunicorn_process.url),
+    )
     ack = sender.call("event", *args)
     assert ack["ok"] is False
     assert reason in ack["error"]
     assert "Traceback" not in ack["error"]
     assert count_rows(writer) == 0
     refusal = f"refused event from {sender.sio.get_sid('/events')}: "
-    wait_for(lambda: any(refusal in line for line in server.output), message="log")
+    wait_for(
+        lambda: any(refusal in line for line in gunicorn_process.output), message="log"
+    )
     good = sender.call("event", "still works")
     assert good["ok"] is True
     wait_for(lambda: bystander.ids() == [good["id"]], message="bystander gets the row")
@@ -175,22 +186,24 @@ BAD_SYNCS = [
 
 @pytest.mark.parametrize(("args", "reason"), BAD_SYNCS)
 def test_bad_sync_is_refused_and_the_connection_stays_usable(
-    server, sio_client, args, reason
+    gunicorn_process, sio_client, args, reason
 ):
-    feed_client = sio_client(server.url)
+    feed_client = sio_client(gunicorn_process.url)
     answer = feed_client.call("sync", *args)
     assert answer["ok"] is False
     assert reason in answer["error"]
     assert feed_client.call("sync", {"after": 0})["ok"] is True
 
 
-def test_an_unknown_message_gets_an_error_ack(server, sio_client):
-    answer = sio_client(server.url).call("drop_table", "events")
+def test_an_unknown_message_gets_an_error_ack(gunicorn_process, sio_client):
+    answer = sio_client(gunicorn_process.url).call("drop_table", "events")
     assert answer == {"ok": False, "error": "unknown message 'drop_table'"}
 
 
-def test_a_database_error_is_an_error_ack_not_a_traceback(server, sio_client, writer):
-    feed_client = sio_client(server.url)
+def test_a_database_error_is_an_error_ack_not_a_traceback(
+    gunicorn_process, sio_client, writer
+):
+    feed_client = sio_client(gunicorn_process.url)
     with writer.cursor() as cursor:
         cursor.execute("REVOKE INSERT ON events FROM PUBLIC")  # no-op for the owner
         cursor.execute("ALTER TABLE events ADD CONSTRAINT no_bang CHECK (event <> '!')")
@@ -203,11 +216,11 @@ def test_a_database_error_is_an_error_ack_not_a_traceback(server, sio_client, wr
             cursor.execute("ALTER TABLE events DROP CONSTRAINT no_bang")
 
 
-def test_another_origin_is_refused_by_default(server):
+def test_another_origin_is_refused_by_default(gunicorn_process):
     browser_elsewhere = socketio.Client(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
         browser_elsewhere.connect(
-            server.url,
+            gunicorn_process.url,
             namespaces=["/events"],
             transports=["polling"],
             headers={"Origin": "http://elsewhere.example"},
@@ -215,15 +228,17 @@ def test_another_origin_is_refused_by_default(server):
         )
 
 
-def test_the_same_origin_is_allowed(server, sio_client):
+def test_the_same_origin_is_allowed(gunicorn_process, sio_client):
     feed_client = sio_client(
-        server.url, transports=("polling",), headers={"Origin": server.url}
+        gunicorn_process.url,
+        transports=("polling",),
+        headers={"Origin": gunicorn_process.url},
     )
     assert feed_client.call("sync", {"after": None})["ok"] is True
 
 
-def test_polling_transport_works_too(server, sio_client):
-    feed_client = sio_client(server.url, transports=("polling",))
+def test_polling_transport_works_too(gunicorn_process, sio_client):
+    feed_client = sio_client(gunicorn_process.url, transports=("polling",))
     ack = feed_client.call("event", "over long-polling")
     wait_for(lambda: feed_client.ids() == [ack["id"]], message="the row over polling")
 

@@ -15,7 +15,8 @@ import psycopg2
 import requests
 import websocket
 
-from conftest import insert_row, wait_for
+from support.database import insert_row
+from support.waiting import wait_for
 
 FAST_LISTENER = {"FEED_LISTENER_IDLE_CHECK": "1", "FEED_LISTENER_TIMEOUT": "2"}
 

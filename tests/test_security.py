@@ -10,7 +10,7 @@ import requests
 import socketio
 import websocket
 
-from conftest import wait_for
+from support.waiting import wait_for
 
 NAMESPACE = "/events"
 

@@ -6,42 +6,44 @@ import sys
 
 import requests
 
-from conftest import ROOT, insert_row, wait_for
+from support.database import insert_row
+from support.processes import ROOT
+from support.waiting import wait_for
 
 
 def test_gunicorn_serves_the_feed_and_stops_cleanly(
     app_process, writer, sio_client, mode
 ):
-    server = app_process(mode)
-    assert f"pg-feed {mode} mode" in "".join(server.output)
+    served = app_process(mode)
+    served.line_with(f"pg-feed {mode} mode")
     wait_for(
-        lambda: requests.get(f"{server.url}/healthz", timeout=5).status_code == 200,
+        lambda: requests.get(f"{served.url}/healthz", timeout=5).status_code == 200,
         message="the worker's listener",
     )
-    feed_client = sio_client(server.url)
+    feed_client = sio_client(served.url)
     ack = feed_client.call("event", f"through gunicorn, {mode}")
     assert ack["ok"] is True
     from_psql = insert_row(writer, "from psql")
     wait_for(lambda: feed_client.ids() == [ack["id"], from_psql], message="rows")
-    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    metrics = requests.get(f"{served.url}/metrics", timeout=5).text
     assert "feed_rows_emitted_total 2.0" in metrics
     assert "feed_connected_clients 1.0" in metrics
     reasons = []
     feed_client.sio.on("disconnect", reasons.append, namespace="/events")
-    assert server.stop() == 0, "".join(server.output)
+    assert served.stop() == 0, "".join(served.output)
     wait_for(lambda: reasons, message="a clean disconnect on SIGTERM")
 
 
 def test_the_async_mode_follows_the_server_mode(app_process, mode):
-    server = app_process(mode)
+    served = app_process(mode)
     expected = {"threaded": "threading", "gevent": "gevent"}[mode]
-    assert f"(Socket.IO async_mode {expected})" in "".join(server.output)
+    served.line_with(f"(Socket.IO async_mode {expected})")
 
 
 def test_app_records_reach_gunicorns_log_as_json_lines(app_process, mode):
-    server = app_process(mode, FEED_LOG_FORMAT="json")
-    wait_for(lambda: any("self-test" in line for line in server.output), timeout=15)
-    line = next(line for line in server.output if "self-test" in line)
+    served = app_process(mode, FEED_LOG_FORMAT="json")
+    wait_for(lambda: any("self-test" in line for line in served.output), timeout=15)
+    line = next(line for line in served.output if "self-test" in line)
     record = json.loads(line)
     assert record["logger"] == "feed.service.process_feed" and record["level"] == "INFO"
 
@@ -60,17 +62,17 @@ def test_an_unknown_server_mode_is_refused_with_the_choices():
 
 
 def test_the_database_password_never_reaches_gunicorns_log_or_health(app_process, mode):
-    server = app_process(
+    served = app_process(
         mode,
         database_url="postgresql://app:hunter2-s3cret@127.0.0.1:1/feed",
         FEED_LISTENER_TIMEOUT="1",
         FEED_LOG_LEVEL="DEBUG",
     )
-    response = requests.get(f"{server.url}/healthz", timeout=10)
+    response = requests.get(f"{served.url}/healthz", timeout=10)
     assert response.status_code == 503 and "hunter2" not in response.text
     wait_for(
-        lambda: sum("listener" in line for line in server.output) >= 3,
+        lambda: sum("listener" in line for line in served.output) >= 3,
         message="the listener's failed attempts logged",
     )
-    server.stop()
-    assert "hunter2" not in "".join(server.output)
+    served.stop()
+    assert "hunter2" not in "".join(served.output)

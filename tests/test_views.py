@@ -2,8 +2,8 @@
 
 import requests
 
-from conftest import wait_for
 from feed import create_app
+from support.waiting import wait_for
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
 

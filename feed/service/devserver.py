@@ -12,7 +12,7 @@ from config import embedded_database_dir
 
 from .. import create_app
 from ..database.urls import mask_url
-from . import embedded_postgres, logs
+from . import embedded_postgres, logs, readiness
 from .process_feed import close_clients, start_feed, stop_feed
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def serve(app):
         log.error("serving without LISTEN: the database is unreachable; retrying")
     _stop_on_signals(server)
     print(f" * pg-feed serving on http://{host}:{server.port}", flush=True)
+    readiness.announce(readiness.socket_url(server.socket), mode="development")
     try:
         server.serve_forever(poll_interval=0.1)
     finally:
