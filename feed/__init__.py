@@ -9,11 +9,12 @@ from config import BASE_DIR, Config
 
 from . import models  # noqa: F401  (Alembic compares against its metadata)
 from .clients import namespace, views
-from .clients.security import AnswerEndedSessions, OriginPolicy, RefuseLargeBodies
+from .clients.security import AnswerEndedSessions, LargeMessages, OriginPolicy
 from .database.urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
 from .fanout.backlog import BoundedManager
 from .service import concurrency, process_feed
+from .upstream import check as upstream_reaches_allowed
 from .upstream import websocket
 
 
@@ -33,6 +34,18 @@ def create_app(config=None):
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
+    reaches = upstream_reaches_allowed(app.config["FEED_UPSTREAM_REACHES"])
+    max_bytes = max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"])
+    _init_socketio(app, reaches, max_bytes)
+    process_feed.init_app(app)
+    namespace.init_app(app)
+    _bound_message_sizes(app, reaches, max_bytes)
+    app.register_blueprint(views.bp)
+    app.after_request(views.security_headers)
+    return app
+
+
+def _init_socketio(app, reaches, max_bytes):
     socketio.init_app(
         app,
         async_mode=concurrency.async_mode(),
@@ -40,20 +53,24 @@ def create_app(config=None):
         cors_allowed_origins=OriginPolicy(
             cors_origins(app.config["FEED_CORS_ORIGINS"])
         ),
-        max_http_buffer_size=max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"]),
+        max_http_buffer_size=max_bytes,
         client_manager=BoundedManager(
             max_messages=app.config["FEED_CLIENT_BACKLOG_MESSAGES"],
             max_bytes=app.config["FEED_CLIENT_BACKLOG_BYTES"],
+            reaches=reaches,
         ),
     )
-    max_bytes = max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"])
-    websocket.install(socketio.server.eio, max_bytes)
-    app.wsgi_app = AnswerEndedSessions(RefuseLargeBodies(app.wsgi_app, max_bytes))
-    process_feed.init_app(app)
-    namespace.init_app(app)
-    app.register_blueprint(views.bp)
-    app.after_request(views.security_headers)
-    return app
+
+
+def _bound_message_sizes(app, reaches, max_bytes):
+    """Refuse messages past max_bytes with an ack; close only past the hard limit."""
+    hard_limit = max(app.config["FEED_HARD_MAX_MESSAGE_BYTES"], max_bytes)
+    answer = namespace.OversizeAnswer(app, max_bytes)
+    if reaches:
+        websocket.install(socketio.server.eio, max_bytes, hard_limit, answer)
+    app.wsgi_app = LargeMessages(app.wsgi_app, max_bytes, hard_limit, answer)
+    if reaches:
+        app.wsgi_app = AnswerEndedSessions(app.wsgi_app)
 
 
 def cors_origins(setting):
@@ -65,8 +82,8 @@ def max_message_bytes(max_event_chars):
     """The largest incoming message to read, from the longest allowed event.
 
     JSON may spend up to 12 bytes on a character (an emoji escaped as two
-    \\uXXXX surrogates). 16 per character plus 1 KiB of framing leaves room for
-    text somewhat over the limit to get a polite "too long" ack; a frame past
-    this is refused (the connection closed) before it is read whole.
+    \\uXXXX surrogates). 16 per character plus 1 KiB of framing is room for
+    any allowed text; a message past this is discarded as it arrives and
+    refused with an ack (feed/upstream/websocket.py, clients/security.py).
     """
     return max_event_chars * 16 + 1024

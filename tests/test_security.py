@@ -158,57 +158,133 @@ def test_connections_per_address_are_capped_when_configured(serve_app, sio_clien
     wait_for(lambda: refused_connect(served.url) is None, message="a free slot")
 
 
-def test_a_huge_websocket_frame_is_refused_before_it_is_read(
+TRANSPORTS = ("websocket", "polling")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_over_long_event_gets_a_refusal_ack_and_the_connection_stays(
+    app_process, sio_client, writer, mode, transport
+):
+    served = app_process(mode)
+    sender = sio_client(served.url, transports=(transport,))
+    bystander = sio_client(served.url)
+    ack = sender.call("event", "x" * 100_000)
+    assert ack["ok"] is False
+    assert ack["error"].startswith("event text is too long: the message was ")
+    assert ack["error"].endswith("bytes, the limit is 4096 characters")
+    after = sender.call("event", "still connected")
+    assert after["ok"] is True and sender.sio.connected
+    wait_for(lambda: bystander.ids() == [after["id"]], message="the next row")
+    assert count_rows(writer) == 1
+    assert any("refused event from" in line for line in served.output)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_twenty_megabyte_event_is_refused_in_bounded_memory(
+    app_process, sio_client, writer, transport
+):
+    # Read whole, the message alone would take 20 MiB (and its decoded text as
+    # much again); read as it arrives, the peak grew by about 5 MiB, whatever
+    # the size (measured from 1 to 40 MB), from buffers and the allocator.
+    served = app_process("threaded", FEED_HARD_MAX_MESSAGE_BYTES=str(64 * 2**20))
+    sender = sio_client(served.url, transports=(transport,))
+    pid = served.serving_pid()
+    assert sender.call("event", "warm up")["ok"]  # both code paths loaded
+    before = peak_rss_bytes(pid)
+    ack = sender.call("event", "x" * 20 * 2**20, timeout=30)
+    assert ack["ok"] is False and "too long" in ack["error"]
+    growth = peak_rss_bytes(pid) - before  # read after the whole message arrived
+    assert growth < 10 * 2**20, f"{growth / 2**20:.1f} MiB held for a refused message"
+    assert sender.call("event", "next")["ok"] is True
+    assert count_rows(writer) == 2
+
+
+def test_a_websocket_message_past_the_hard_limit_closes_it_with_one_log_line(
     app_process, sio_client, writer
 ):
-    app = app_process()
-    bystander = sio_client(app.url)
-    before = rss_bytes(app.process.pid)
+    served = app_process(FEED_HARD_MAX_MESSAGE_BYTES=str(2**20))
+    bystander = sio_client(served.url)
     attacker = websocket.create_connection(
-        app.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+        served.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
         timeout=5,
     )
     assert attacker.recv().startswith("0")
     attacker.send("40/events,")
     assert attacker.recv().startswith("40/events,")
     try:
-        attacker.send('42/events,["event","' + "x" * 30_000_000 + '"]')
+        attacker.send('42/events,1["event","' + "x" * 3 * 2**20 + '"]')
     except (OSError, websocket.WebSocketTimeoutException):
         pass  # the server stopped reading (and closed): refused mid-frame
-    wait_for(lambda: clients(app.url) == 1, timeout=30, message="the session to end")
-    growth = rss_bytes(app.process.pid) - before
-    assert growth < 10 * 2**20, f"{growth / 2**20:.1f} MiB read for a refused frame"
+    wait_for(lambda: clients(served.url) == 1, timeout=30, message="the session to end")
+    attacker.close()
+    closing = [line for line in served.output if "hard limit" in line]
+    assert len(closing) == 1 and "closed a WebSocket" in closing[0]
     assert count_rows(writer) == 0
     ack = bystander.call("event", "still fine")
     wait_for(lambda: bystander.ids() == [ack["id"]], message="bystander row")
-    attacker.close()
 
 
 def clients(url):
     return requests.get(f"{url}/healthz", timeout=5).json()["clients"]
 
 
-def rss_bytes(pid):
+def peak_rss_bytes(pid):
     with open(f"/proc/{pid}/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS:"))
+        line = next(line for line in status if line.startswith("VmHWM:"))
     return int(line.split()[1]) * 1024
 
 
-def test_a_huge_polling_post_is_refused_before_its_body_is_read(server):
+def test_a_polling_post_past_the_hard_limit_gets_413_unread(serve_app):
+    served = serve_app(FEED_HARD_MAX_MESSAGE_BYTES=2**20)
     handshake = requests.get(
-        f"{server.url}/socket.io/?EIO=4&transport=polling", timeout=5
+        f"{served.url}/socket.io/?EIO=4&transport=polling", timeout=5
     )
     sid = handshake.text.split('"sid":"')[1].split('"')[0]
-    host, port = server.url.removeprefix("http://").split(":")
+    host, port = served.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as raw:
         raw.sendall(
             f"POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
             f"Host: {host}:{port}\r\nContent-Type: text/plain\r\n"
-            "Content-Length: 1000000\r\n\r\n".encode()
+            f"Content-Length: {2**20 + 1}\r\n\r\n".encode()
         )
         status_line = raw.recv(4096).split(b"\r\n")[0]  # no body was sent at all
     assert status_line.startswith(b"HTTP/1.1 413")
-    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{served.url}/healthz", timeout=5).status_code == 200
+
+
+def test_packets_around_an_oversized_one_in_a_polling_post_keep_their_order(
+    server, writer
+):
+    base = f"{server.url}/socket.io/?EIO=4&transport=polling"
+    sid = json.loads(requests.get(base, timeout=5).text[1:])["sid"]
+    session = f"{base}&sid={sid}"
+    assert requests.post(session, data="40/events,", timeout=5).status_code == 200
+    requests.get(session, timeout=5)  # the CONNECT answer
+    packets = [
+        '42/events,1["event","first"]',
+        '42/events,2["event","' + "y" * 200_000 + '"]',
+        '42/events,3["event","third"]',
+    ]
+    body = "\x1e".join(packets).encode()
+    assert requests.post(session, data=body, timeout=10).status_code == 200
+    answers = []
+    wait_for(
+        lambda: (
+            answers.extend(requests.get(session, timeout=5).text.split("\x1e"))
+            or len([a for a in answers if a.startswith("43")]) == 3
+        ),
+        message="three acks",
+    )
+    acks = [a for a in answers if a.startswith("43")]
+    assert [a.split("[")[0] for a in acks] == [
+        "43/events,1",
+        "43/events,2",
+        "43/events,3",
+    ]
+    assert '"ok":false' in acks[1].replace(" ", "") and "too long" in acks[1]
+    with writer.cursor() as cursor:
+        cursor.execute("SELECT event FROM events ORDER BY id")
+        assert [row[0] for row in cursor.fetchall()] == ["first", "third"]
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])

@@ -19,8 +19,10 @@ One client's events are inserted in the order it sent them (async_handlers off).
 
 import logging
 
+from engineio.exceptions import SocketIsClosedError
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace
+from socketio import packet
 from sqlalchemy.exc import DBAPIError
 
 from ..database import errors, queries
@@ -47,11 +49,47 @@ class Client:
         self.address = address
 
 
+class OversizeAnswer:
+    """Refuses a message past the size limit with an ack, as any other refusal.
+
+    Called by the transport with the message's first characters and its size;
+    the rest was never kept.
+    """
+
+    def __init__(self, app, max_bytes):
+        self.max_chars = app.config["FEED_MAX_EVENT_CHARS"]
+        self.max_bytes = max_bytes
+        self.metrics = app.extensions["feed"].metrics
+
+    def __call__(self, eio_sid, head, size):
+        refusal = protocol.oversize_refusal(head, size, self.max_chars, self.max_bytes)
+        if refusal is None:
+            log.info("refused a %d-byte message from %s: too large", size, eio_sid)
+            self.metrics.refused.labels("unknown").inc()
+            return
+        namespace, ack, name, answer = refusal
+        log.info("refused %s from %s: %s", name[:40], eio_sid, answer["error"])
+        self.metrics.refused.labels(name if name in CLIENT_EVENTS else "unknown").inc()
+        if ack is not None:
+            _send_ack(eio_sid, namespace, ack, answer)
+
+
+def _send_ack(eio_sid, namespace, ack, answer):
+    encoded = socketio.server.packet_class(
+        packet.ACK, namespace=namespace, data=[answer], id=ack
+    ).encode()
+    try:
+        socketio.server.eio.send(eio_sid, encoded)
+    except SocketIsClosedError:
+        pass  # the sender is gone: nobody to answer
+
+
 def init_app(app):
     """Register the /events namespace for this app's feed."""
     state = app.extensions["feed"]
     socketio.on_namespace(EventsNamespace(NAMESPACE, state))
     socketio.server.manager.on_overflow = state.metrics.resyncs.labels("client").inc
+    socketio.server.manager.on_send_failure = state.metrics.send_failures.inc
 
 
 class EventsNamespace(Namespace):

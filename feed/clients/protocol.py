@@ -1,5 +1,7 @@
 """The /events wire protocol: checking what clients send, shaping what they get."""
 
+import re
+
 MAX_ID = 2**63 - 1  # bigserial's ceiling
 
 
@@ -93,3 +95,35 @@ def _json_type(value):
     if isinstance(value, bytes):
         return "binary data"
     return type(value).__name__
+
+
+# The start of an Engine.IO message carrying a Socket.IO event: "4", the packet
+# type (2 event, 5 binary event with "<n>-" attachments), an optional namespace
+# ending in ",", an optional ack id, then the JSON array's first string.
+_EVENT_HEAD = re.compile(
+    r'4(?P<type>[25])(?:\d+-)?(?P<namespace>/[^,]*,)?(?P<ack>\d+)?\[\s*"'
+    r'(?P<name>(?:[^"\\]|\\.){1,100})"'
+)
+
+
+def oversize_refusal(head, size, max_chars, max_bytes):
+    """(namespace, ack id, event name, refusal) for a message past the size limit.
+
+    head: the message's first characters; size: its whole size in bytes. The ack
+    id is None when the sender asked for no answer; None overall when the head
+    is not a Socket.IO event.
+    """
+    match = _EVENT_HEAD.match(head)
+    if match is None:
+        return None
+    name = match["name"]
+    if name == "event":
+        reason = (
+            f"event text is too long: the message was {size} bytes, "
+            f"the limit is {max_chars} characters"
+        )
+    else:
+        reason = f"message too large: {size} bytes, the limit is {max_bytes}"
+    namespace = (match["namespace"] or "/,")[:-1]
+    ack = int(match["ack"]) if match["ack"] else None
+    return namespace, ack, name, error(reason)

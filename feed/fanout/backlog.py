@@ -1,35 +1,43 @@
-"""Bounded per-client backlogs: a slow or stalled client costs bounded memory.
+"""Bounded per-client backlogs, and broadcasts that one failing client cannot stop.
 
 python-engineio queues every outgoing packet per client without limit. This
 client manager checks a client's queue before adding a broadcast to it; past
-the limit (in messages or bytes) it drops that client's queued broadcasts (never
-its acks) and queues a `resync` instead, so the client recovers through `sync`
-once it reads again. Other clients never wait: the check is a length read, and
-bytes are only summed for a client with more than one message queued.
+the limit (in messages or characters) it drops that client's queued broadcasts
+(never its acks) and queues a `resync` instead, so the client recovers through
+`sync` once it reads again. Other clients never wait: the check is a length
+read, and characters are only summed for a client with more than one message
+queued. A client whose session closes mid-broadcast (or fails in any other way)
+is skipped and counted; the others still get the message.
+
+Without the library reaches (feed/upstream) each client gets the broadcast
+through python-socketio's own emit, one at a time, with the same containment
+but no backlog bound.
 """
 
-import contextlib
 import logging
 
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
+from ..upstream import sessions
 from ..upstream.websocket import FramedText
 
 log = logging.getLogger(__name__)
 
-_SUM_BYTES_FROM = 2  # a lone queued packet is being sent: bytes are not counted
+_SUM_FROM = 2  # a lone queued packet is being sent: its size is not counted
 
 
 class BoundedManager(socketio.Manager):
     """socketio.Manager whose broadcasts respect a per-client backlog limit."""
 
-    def __init__(self, max_messages=500, max_bytes=2**20):
+    def __init__(self, max_messages=500, max_bytes=2**20, reaches=True):
         super().__init__()
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.reaches = reaches
         self.on_overflow = lambda: None
+        self.on_send_failure = lambda: None
 
     def emit(
         self,
@@ -54,16 +62,39 @@ class BoundedManager(socketio.Manager):
                 to=to,
                 **kwargs,
             )
+        if not self.reaches:
+            return self._emit_one_by_one(event, data, namespace)
         message = self._encode(event, data, namespace)
-        resync = None
-        for _sid, eio_sid in list(self.get_participants(namespace, None)):
-            client = self.server.eio.sockets.get(eio_sid)
-            if client is None or client.closed:
-                continue
-            if self._over_limit(client.queue):
-                resync = resync or self._encode("resync", {}, namespace)
-                self._drop_backlog(client, resync)
-            _deliver(client, message)
+        resync = []  # encoded once, on the first overflow
+        for sid, eio_sid in list(self.get_participants(namespace, None)):
+            try:
+                self._send(eio_sid, message, resync, namespace)
+            except Exception as exc:
+                self._failed(sid, exc)
+
+    def _emit_one_by_one(self, event, data, namespace):
+        for sid, _eio_sid in list(self.get_participants(namespace, None)):
+            try:
+                super().emit(event, data, namespace, to=sid)
+            except Exception as exc:
+                self._failed(sid, exc)
+
+    def _send(self, eio_sid, message, resync, namespace):
+        session = sessions.open_session(self.server.eio, eio_sid)
+        if session is None:
+            return
+        if self._over_limit(session):
+            if not resync:
+                resync.append(self._encode("resync", {}, namespace))
+            self._drop_backlog(session, resync[0])
+        _deliver(session, message)
+
+    def _failed(self, sid, exc):
+        self.on_send_failure()
+        if isinstance(exc, sessions.SessionClosed | OSError):
+            log.debug("broadcast skipped client %s: %r", sid, exc)
+        else:
+            log.warning("broadcast to client %s failed: %r", sid, exc)
 
     def _encode(self, event, data, namespace):
         encoded = self.server.packet_class(
@@ -71,48 +102,50 @@ class BoundedManager(socketio.Manager):
         ).encode()
         return BroadcastPacket(eio_packet.MESSAGE, encoded)
 
-    def _over_limit(self, backlog):
-        waiting = backlog.qsize()
-        if waiting < _SUM_BYTES_FROM:
+    def _over_limit(self, session):
+        waiting = sessions.backlog_length(session)
+        if waiting < _SUM_FROM:
             return False
         if waiting >= self.max_messages:
             return True
-        with _locked(backlog):
-            size = sum(len(p.data or "") for p in backlog.queue if p is not None)
-        return size >= self.max_bytes
+        return sessions.backlog_characters(session) >= self.max_bytes
 
-    def _drop_backlog(self, client, resync):
+    def _drop_backlog(self, session, resync):
         self.on_overflow()
-        dropped = _drop_messages(client.queue)
-        websocket = getattr(client, "feed_websocket", None)
+        dropped = sessions.drop_queued(session, _is_broadcast)
+        websocket = sessions.direct_websocket(session)
         if websocket is not None:
             websocket.count_queued(-dropped)
         log.warning(
             "client %s fell %d messages behind; dropped them and sent resync",
-            client.sid,
+            session.sid,
             dropped,
         )
-        _queue(client, resync)
+        _queue(session, resync)
 
 
-def _deliver(client, message):
+def _is_broadcast(queued):
+    return isinstance(queued, BroadcastPacket)
+
+
+def _deliver(session, message):
     """Write a broadcast straight to an idle WebSocket, else queue it."""
-    websocket = getattr(client, "feed_websocket", None)
-    if websocket is None or not client.upgraded:
-        client.send(message)
+    websocket = sessions.direct_websocket(session)
+    if websocket is None:
+        sessions.queue_packet(session, message)
         return
     outcome = websocket.send_now(message.encode())
     if outcome == "partly":
-        _queue(client, WAKE_WRITER)
+        _queue(session, WAKE_WRITER)
     elif outcome == "queue":
-        _queue(client, message)
+        _queue(session, message)
 
 
-def _queue(client, message):
-    websocket = getattr(client, "feed_websocket", None)
+def _queue(session, message):
+    websocket = sessions.direct_websocket(session)
     if websocket is not None:
         websocket.count_queued(1)
-    client.send(message)
+    sessions.queue_packet(session, message)
 
 
 class BroadcastPacket(eio_packet.Packet):
@@ -128,30 +161,6 @@ class BroadcastPacket(eio_packet.Packet):
         except AttributeError:
             self._encoded = FramedText(super().encode(b64))
             return self._encoded
-
-
-def _drop_messages(backlog):
-    """Remove queued broadcasts, keeping acks and control packets; return how many.
-
-    backlog: the client's queue, the standard library's queue.Queue (threaded)
-    or gevent's JoinableQueue (gevent); both keep their items in a deque.
-    """
-    with _locked(backlog):
-        kept = [p for p in backlog.queue if not isinstance(p, BroadcastPacket)]
-        dropped = len(backlog.queue) - len(kept)
-        backlog.queue.clear()
-        backlog.queue.extend(kept)
-    # Keep join() (used when a socket closes) balanced: one task_done() per item.
-    for _ in range(dropped):
-        backlog.task_done()
-    return dropped
-
-
-def _locked(backlog):
-    """The queue's own lock (queue.Queue); gevent's queue needs none: no greenlet
-    switch can happen while the deque is read or rewritten."""
-    mutex = getattr(backlog, "mutex", None)
-    return mutex if mutex is not None else contextlib.nullcontext()
 
 
 # An empty broadcast: queued after a partial direct write so that the writer

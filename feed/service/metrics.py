@@ -50,6 +50,12 @@ class FeedMetrics:
             ["message"],
             registry=registry,
         )
+        self.send_failures = Counter(
+            "feed_broadcast_send_failures",
+            "Times one client could not be handed a broadcast (its session closed "
+            "mid-broadcast, or another error); the other clients still got it",
+            registry=registry,
+        )
         Gauge(
             "feed_connected_clients",
             "Clients connected to /events",

@@ -12,7 +12,6 @@ import uuid
 
 from sqlalchemy.exc import DBAPIError
 
-from .. import upstream
 from ..clients import protocol
 from ..clients.security import AddressLimit, Tokens
 from ..database import queries
@@ -20,6 +19,7 @@ from ..database.listener import Listener
 from ..database.urls import libpq_url
 from ..extensions import db, socketio
 from ..fanout.relay import Relay
+from ..upstream import sessions
 from .metrics import FeedMetrics
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,20 @@ def stop_feed(app):
 
 
 def close_clients(timeout=2.0):
-    """Close every client's connection with a proper CLOSE; wait briefly for it."""
-    sockets = upstream.engineio_sockets(socketio.server.eio)
-    for client in sockets:
-        client.close(wait=False, abort=False)
+    """Close every client's connection with a proper CLOSE; wait briefly for it.
+
+    Without the library reaches there is no way to see the CLOSE go out: the
+    connections are closed without waiting.
+    """
+    all_sessions = sessions.all_sessions(socketio.server.eio)
+    for session in all_sessions:
+        session.close(wait=False, abort=False)
+    if not socketio.server.manager.reaches:
+        return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(map(upstream.still_sending, sockets)):
+    while time.monotonic() < deadline and any(
+        map(sessions.still_sending, all_sessions)
+    ):
         time.sleep(0.01)
 
 
