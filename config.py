@@ -60,6 +60,12 @@ class Config:
     FEED_CLIENT_BACKLOG_BYTES = _int("FEED_CLIENT_BACKLOG_BYTES", 2**20)
     FEED_LISTENER_IDLE_CHECK = float(os.environ.get("FEED_LISTENER_IDLE_CHECK", 5))
     FEED_LISTENER_TIMEOUT = float(os.environ.get("FEED_LISTENER_TIMEOUT", 5))
+    FEED_DELIVERY_CHECK_INTERVAL = float(
+        os.environ.get("FEED_DELIVERY_CHECK_INTERVAL", 30)
+    )
+    FEED_DELIVERY_CHECK_TIMEOUT = float(
+        os.environ.get("FEED_DELIVERY_CHECK_TIMEOUT", 5)
+    )
 
     SQLALCHEMY_ENGINE_OPTIONS = {
         "pool_pre_ping": True,

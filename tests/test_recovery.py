@@ -289,7 +289,10 @@ def test_clients_are_told_when_the_feed_goes_offline_and_comes_back(
         feed_client = sio_client(app.url)
         feed_client.sio.on("status", statuses.append, namespace="/events")
         faulty_postgres.stop()
-        wait_for(lambda: {"feed": "offline"} in statuses, message="offline status")
+        wait_for(
+            lambda: any(status["feed"] == "offline" for status in statuses),
+            message="offline status",
+        )
         faulty_postgres.start()
         wait_for(lambda: statuses[-1:] == [{"feed": "live"}], timeout=20)
         wait_for(lambda: feed_client.resyncs == 1, message="a resync after the outage")

@@ -26,14 +26,30 @@ def test_vendored_socket_io_client_is_served(client):
     response.close()
 
 
-def test_healthz_is_200_when_listening(server):
+def test_healthz_is_200_when_listening_and_delivering(server):
     response = requests.get(f"{server.url}/healthz", timeout=5)
     assert response.status_code == 200
     body = response.json()
-    assert body["ok"] is True
+    assert body["ok"] is True and body["feed"] == "live" and "reason" not in body
     assert body["database"] == "reachable"
     assert body["listener"]["state"] == "listening"
     assert body["listener"]["reconnects"] == 0
+    assert body["delivery"]["state"] == "delivering"
+    assert body["delivery"]["last_ok_at"] is not None
+
+
+def test_healthz_is_503_with_the_cause_when_notifications_do_not_arrive(
+    serve_app, postgres
+):
+    # The listener on another database: LISTEN is in place, the app's probe
+    # never reaches it (as through a transaction-mode pooler).
+    served = serve_app(LISTENER_DATABASE_URL=postgres, FEED_DELIVERY_CHECK_TIMEOUT=0.3)
+    response = requests.get(f"{served.url}/healthz", timeout=5)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["feed"] == "stalled" and body["listener"]["state"] == "listening"
+    assert "PgBouncer" in body["reason"] and "LISTENER_DATABASE_URL" in body["reason"]
+    assert body["delivery"]["last_failure"]["reason"] == body["reason"]
 
 
 def test_healthz_counts_connected_clients(server, sio_client):
@@ -45,7 +61,9 @@ def test_healthz_counts_connected_clients(server, sio_client):
 def test_healthz_is_503_before_the_listener_starts(client):
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.get_json()["listener"]["state"] == "stopped"
+    body = response.get_json()
+    assert body["listener"]["state"] == "stopped" and body["feed"] == "offline"
+    assert "LISTEN" in body["reason"]
 
 
 def test_healthz_is_503_when_the_database_is_unreachable():
@@ -53,6 +71,7 @@ def test_healthz_is_503_when_the_database_is_unreachable():
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["database"] == "unreachable"
+    assert "database" in response.get_json()["reason"]
 
 
 def test_metrics_count_what_happens(server, sio_client):
@@ -76,6 +95,9 @@ def test_metrics_count_what_happens(server, sio_client):
         'feed_refused_inputs_total{message="unknown"} 1.0',
         "feed_connected_clients 1.0",
         "feed_listener_up 1.0",
+        "feed_delivering 1.0",
+        "feed_delivery_probes_failed_total 0.0",
+        "feed_delivery_probe_seconds_count 1.0",
         "feed_listener_reconnects 0.0",
         "feed_notification_to_emit_seconds_count 1.0",
         'feed_rows_per_message_bucket{le="1.0"} 1.0',

@@ -7,13 +7,15 @@ Wire protocol (namespace /events). A row is {"id": int, "op": str,
 Client to server, each answered with an ack:
   event  "text"  -> {"ok": true, "id": n} | {"ok": false, "error": why}
   sync   {"after": n|null, "limit": k}
-         -> {"ok": true, "events": [row...], "more": b, "feed": "live"|"offline"}
+         -> {"ok": true, "events": [row...], "more": b,
+             "feed": "live"|"offline"|"stalled", "reason": why (when not live)}
          after n: rows with id > n, ascending; more: further rows follow.
          after null: the newest k rows, ascending; more: older rows exist.
 Server to client:
   events [row, ...]   every change, in commit order, batched per listener drain
   resync {}           the server may have missed changes: catch up with sync
-  status {"feed": "live"|"offline"}   the LISTEN connection went down or came back
+  status {"feed": "live"|"offline"|"stalled", "reason": why (when not live)}
+         the feed's state changed: LISTEN lost or back, delivery probes failing
 One client's events are inserted in the order it sent them (async_handlers off).
 """
 
@@ -158,8 +160,8 @@ class EventsNamespace(Namespace):
             rows, more = queries.latest_events(db.session, limit)
         else:
             rows, more = queries.events_after(db.session, after, limit)
-        live = current_app.extensions["feed"].live()
-        return protocol.ok(events=rows, more=more, feed="live" if live else "offline")
+        feed = current_app.extensions["feed"].feed_fields()
+        return protocol.ok(events=rows, more=more, **feed)
 
     def _database_error(self, sid, event, exc):
         if errors.is_unavailable(exc):

@@ -1,4 +1,4 @@
-"""HTTP routes: the page and the health check."""
+"""HTTP routes: the page, the health check and the metrics."""
 
 import logging
 
@@ -12,6 +12,8 @@ from ..extensions import db
 log = logging.getLogger(__name__)
 
 bp = Blueprint("feed", __name__)
+
+DATABASE_UNREACHABLE = "the database does not answer through DATABASE_URL"
 
 # The page runs only its own scripts and styles; Socket.IO connects back to the
 # same origin (CSP 'self' covers ws: and wss: to it).
@@ -34,15 +36,20 @@ def index():
 
 @bp.get("/healthz")
 def healthz():
-    """Database, listener and clients as JSON; 200 when the feed works, else 503."""
+    """Database, listener, delivery and clients as JSON; 200 only when live."""
     state = current_app.extensions["feed"]
-    listener = state.listener.status() if state.listener else {"state": "stopped"}
     database = _database_reachable()
-    healthy = database and listener["state"] == "listening"
+    feed, reason = state.feed_state()
+    if not database:
+        reason = DATABASE_UNREACHABLE
+    healthy = database and feed == "live"
     body = {
         "ok": healthy,
+        "feed": feed,
+        **({} if healthy else {"reason": reason}),
         "database": "reachable" if database else "unreachable",
-        "listener": listener,
+        "listener": state.listener.status() if state.listener else {"state": "stopped"},
+        "delivery": state.delivery.status() if state.delivery else {"state": "stopped"},
         "clients": len(state.clients),
     }
     return jsonify(body), 200 if healthy else 503

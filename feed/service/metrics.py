@@ -70,4 +70,22 @@ class FeedMetrics:
             "feed_listener_up",
             "1 while LISTEN is in place",
             registry=registry,
-        ).set_function(lambda: 1 if state.live() else 0)
+        ).set_function(lambda: 1 if state.listening() else 0)
+        Gauge(
+            "feed_delivering",
+            "1 while the feed is live: LISTEN in place and the last delivery probe "
+            "(a NOTIFY through the app's pool) came back through the listener",
+            registry=registry,
+        ).set_function(lambda: 1 if state.feed_state()[0] == "live" else 0)
+        self.probes_failed = Counter(
+            "feed_delivery_probes_failed",
+            "Delivery probes that could not be sent or did not come back in time",
+            registry=registry,
+        )
+        self.probe_seconds = Histogram(
+            "feed_delivery_probe_seconds",
+            "Round trip of each delivery probe that came back: NOTIFY through the "
+            "app's pool to its arrival at the listener",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=registry,
+        )

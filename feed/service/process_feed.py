@@ -1,4 +1,4 @@
-"""This process's feed: its listener, relay, connected clients, start, stop, shutdown.
+"""This process's feed: its listener, relay, delivery check, clients, start and stop.
 
 One per serving process, kept in app.extensions["feed"]. start_feed() runs once
 the server is about to accept clients (python app.py, gunicorn's post_worker_init),
@@ -8,18 +8,15 @@ never from a request or in a CLI command.
 import logging
 import threading
 import time
-import uuid
-
-from sqlalchemy.exc import DBAPIError
 
 from ..clients import protocol
 from ..clients.security import AddressLimit, Tokens
-from ..database import queries
 from ..database.listener import Listener
 from ..database.urls import libpq_url
-from ..extensions import db, socketio
+from ..extensions import socketio
 from ..fanout.relay import Relay
 from ..upstream import sessions
+from .delivery_check import DeliveryCheck
 from .metrics import FeedMetrics
 
 log = logging.getLogger(__name__)
@@ -27,7 +24,8 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/events"
 CHANNEL = "events"
 TABLES = ("events",)
-SELF_TEST_SECONDS = 5.0
+NOT_LISTENING = "the feed's LISTEN connection to PostgreSQL is down; reconnecting"
+UNCONFIRMED = "LISTEN is in place; confirming that notifications arrive"
 
 
 class ProcessFeed:
@@ -38,14 +36,35 @@ class ProcessFeed:
         self.lock = threading.Lock()
         self.listener = None
         self.relay = None
+        self.delivery = None
+        self.announced = None
+        self.announce_lock = threading.Lock()
         self.clients = {}
         self.tokens = Tokens(config["FEED_READ_TOKEN"], config["FEED_WRITE_TOKEN"])
         self.addresses = AddressLimit(config["FEED_MAX_CONNECTIONS_PER_ADDRESS"])
         self.metrics = FeedMetrics(self)
 
-    def live(self):
+    def listening(self):
         """True while the listener has LISTEN in place."""
         return self.listener is not None and self.listener.is_listening()
+
+    def feed_state(self):
+        """("live" | "offline" | "stalled", why when not live).
+
+        live: LISTEN in place and the last probe came back; offline: LISTEN down
+        (or just back, not yet confirmed); stalled: probes do not come back.
+        """
+        if not self.listening():
+            return "offline", NOT_LISTENING
+        delivering, reason = self.delivery.verdict()
+        if delivering is None:
+            return "offline", UNCONFIRMED
+        return ("live", None) if delivering else ("stalled", reason)
+
+    def feed_fields(self):
+        """The state as clients get it: {"feed"}, and "reason" when not live."""
+        feed, reason = self.feed_state()
+        return {"feed": feed} if reason is None else {"feed": feed, "reason": reason}
 
 
 def init_app(app):
@@ -54,7 +73,11 @@ def init_app(app):
 
 
 def start_feed(app, timeout=10.0):
-    """Start this process's relay and listener once; True when LISTEN is in place."""
+    """Start this process's relay, listener and delivery check once.
+
+    True when LISTEN is in place; then it also waits for the first probe's
+    verdict, so the process accepts its first client in a known state.
+    """
     state = app.extensions["feed"]
     with state.lock:
         if state.listener is not None:
@@ -62,22 +85,24 @@ def start_feed(app, timeout=10.0):
         state.relay = Relay(socketio, NAMESPACE, state.metrics)
         state.relay.start()
         state.listener = _new_listener(app.config, state)
+        state.delivery = _new_delivery_check(app, state)
         listening = state.listener.start(timeout)
+        state.delivery.start()
     if listening:
-        threading.Thread(
-            target=self_test, args=(app,), name="self-test", daemon=True
-        ).start()
+        state.delivery.wait_for_verdict(timeout + state.delivery.timeout)
+    announce_state(state)
     return listening
 
 
 def stop_feed(app):
-    """Stop this process's listener and relay, if they run."""
+    """Stop this process's delivery check, listener and relay, if they run."""
     state = app.extensions["feed"]
     with state.lock:
         if state.listener is not None:
+            state.delivery.stop()
             state.listener.stop()
             state.relay.stop()
-            state.listener = state.relay = None
+            state.listener = state.relay = state.delivery = None
 
 
 def close_clients(timeout=2.0):
@@ -106,9 +131,9 @@ def _new_listener(config, state):
         state.relay.rows([protocol.wire_row(n) for n in batch], time.monotonic())
 
     def on_state(listening):
-        announce_state(state.relay, listening)
         if listening:
-            state.metrics.resyncs.labels("all").inc()
+            state.delivery.listening_again()
+        announce_state(state)
 
     return Listener(
         libpq_url(url),
@@ -121,35 +146,53 @@ def _new_listener(config, state):
     )
 
 
-def announce_state(relay, listening):
-    """Tell every client the feed's state; after an outage, have them catch up."""
-    relay.message("status", {"feed": "live" if listening else "offline"})
-    if listening:
-        relay.message("resync", {})
+def _new_delivery_check(app, state):
+    def on_result(result, previous):
+        _count_probe(state.metrics, result)
+        _log_verdict(state.delivery, result, previous)
+        announce_state(state)
 
-
-def self_test(app):
-    """NOTIFY through the app's own pool and check the listener hears it."""
-    listener = app.extensions["feed"].listener
-    token = uuid.uuid4().hex
-    arrived = listener.expect_probe(token)
-    with app.app_context():
-        try:
-            db.session.execute(queries.notify_probe(CHANNEL, token))
-            db.session.commit()
-        except DBAPIError as exc:
-            log.warning("start-up self-test could not send NOTIFY: %s", exc.orig)
-            return False
-    if arrived.wait(SELF_TEST_SECONDS):
-        log.info("start-up self-test: the listener hears the app's NOTIFY")
-        return True
-    log.error(
-        "start-up self-test: a NOTIFY sent through DATABASE_URL did not reach the "
-        "listener within %g s. The likely cause is a transaction-mode pooler such "
-        "as PgBouncer between the listener and PostgreSQL (LISTEN does not work "
-        "through one), or the two URLs pointing at different databases. Fix: set "
-        "LISTENER_DATABASE_URL to a direct (or session-mode) connection to the "
-        "same database.",
-        SELF_TEST_SECONDS,
+    return DeliveryCheck(
+        app,
+        state.listener,
+        CHANNEL,
+        interval=app.config["FEED_DELIVERY_CHECK_INTERVAL"],
+        timeout=app.config["FEED_DELIVERY_CHECK_TIMEOUT"],
+        on_result=on_result,
     )
-    return False
+
+
+def announce_state(state):
+    """Tell every client when the feed's state changes; after a gap, to catch up."""
+    with state.announce_lock:
+        fields = state.feed_fields()
+        previous, state.announced = state.announced, fields["feed"]
+        if fields["feed"] == previous or state.relay is None:
+            return
+        # Kept in order with the rows: the relay sends them in the order queued.
+        state.relay.message("status", fields)
+        if fields["feed"] == "live" and previous is not None:
+            state.relay.message("resync", {})
+            state.metrics.resyncs.labels("all").inc()
+
+
+def _count_probe(metrics, result):
+    if result.delivering:
+        metrics.probe_seconds.observe(result.seconds)
+    else:
+        metrics.probes_failed.inc()
+
+
+def _log_verdict(delivery, result, previous):
+    """One line when delivery is first known, starts failing, or is back."""
+    if result.delivering and previous is None:
+        log.info("delivery self-test: the listener hears the app's NOTIFY")
+    elif result.delivering and previous is False:
+        log.warning(
+            "delivery self-test: the listener hears the app's NOTIFY again, "
+            "after %.1f s of failed probes",
+            time.time() - delivery.failing_since,
+        )
+    elif not result.delivering and previous is not False:
+        detail = f" ({result.detail})" if result.detail else ""
+        log.error("delivery self-test failing: %s%s", result.reason, detail)
