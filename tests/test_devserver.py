@@ -39,3 +39,17 @@ def test_python_app_py_says_it_serves_threaded_whatever_the_mode(app_process):
     served = app_process(FEED_SERVER_MODE="gevent")
     served.line_with("is for `make serve`")
     assert requests.get(f"{served.url}/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_a_websocket_ending_leaves_no_error_in_the_log(
+    app_process, sio_client, transport
+):
+    served = app_process()
+    for _ in range(3):
+        feed_client = sio_client(served.url, transports=(transport, "websocket"))
+        assert feed_client.call("event", "x" * 100_000)["ok"] is False
+        feed_client.close()
+    served.stop()
+    errors = [line for line in served.output if " ERROR " in line]
+    assert errors == [], errors

@@ -6,7 +6,12 @@ import signal
 import threading
 
 from flask_migrate import upgrade
-from werkzeug.serving import is_running_from_reloader, make_server, run_simple
+from werkzeug.serving import (
+    WSGIRequestHandler,
+    is_running_from_reloader,
+    make_server,
+    run_simple,
+)
 
 from config import embedded_database_dir
 
@@ -16,6 +21,19 @@ from . import embedded_postgres, logs, readiness
 from .process_feed import close_clients, start_feed, stop_feed
 
 log = logging.getLogger(__name__)
+
+
+class EndsWithItsWebSocket(WSGIRequestHandler):
+    """Werkzeug's handler, closing the connection once a WebSocket on it ends.
+
+    A WebSocket ends its request with ConnectionError (simple-websocket's way
+    out of Werkzeug). Werkzeug then keeps the connection for another request
+    and parses what the client still sends (its close frame) as HTTP: a
+    "Bad request syntax" error in the log after every WebSocket.
+    """
+
+    def connection_dropped(self, error, environ=None):
+        self.close_connection = True
 
 
 def main():
@@ -58,7 +76,9 @@ def serve(app):
             "the development server and serves threaded",
             app.config["FEED_SERVER_MODE"],
         )
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(
+        host, port, app, threaded=True, request_handler=EndsWithItsWebSocket
+    )
     if not start_feed(app, timeout=app.config["FEED_LISTENER_TIMEOUT"]):
         log.error("serving without LISTEN: the database is unreachable; retrying")
     _stop_on_signals(server)
