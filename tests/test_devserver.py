@@ -1,5 +1,6 @@
 """`python app.py` on a fresh machine: embedded PostgreSQL, migrations, serving."""
 
+import pytest
 import requests
 
 from support.waiting import wait_for
