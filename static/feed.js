@@ -17,6 +17,7 @@
 
   const feed = document.getElementById("feed");
   const statusEl = document.getElementById("status");
+  const feedReasonEl = document.getElementById("feed-reason");
   const reconnectButton = document.getElementById("reconnect");
   const form = document.getElementById("send-form");
   const input = document.getElementById("event-input");
@@ -42,9 +43,12 @@
     current: null,
     retryTimer: null,
   };
-  // feedOffline: the server says its LISTEN connection to PostgreSQL is down.
+  // feed: what the server says of its feed: "live", "offline" (its LISTEN connection
+  // to PostgreSQL is down) or "stalled" (LISTEN is in place but its own probes do
+  // not come back, so rows do not arrive); feedReason: its sentence why, if any.
   // statusSeen: a "status" message arrived on this connection (newer than sync answers).
-  const connection = { everConnected: false, gaveUp: false, feedOffline: false, statusSeen: false };
+  const FEED_STATES = ["live", "offline", "stalled"];
+  const connection = { everConnected: false, gaveUp: false, feed: "live", feedReason: "", statusSeen: false };
 
   function readPositiveInt(value, fallback) {
     const number = Number.parseInt(value, 10);
@@ -204,8 +208,16 @@
   function noteFeedFromSync(answer) {
     if (connection.statusSeen || !answer) return;
     const databaseDown = answer.ok === false && /database is unavailable/.test(answer.error || "");
-    if (answer.feed !== "live" && answer.feed !== "offline" && !databaseDown) return;
-    connection.feedOffline = databaseDown || answer.feed === "offline";
+    if (databaseDown) {
+      noteFeed("offline", answer.error);
+    } else if (FEED_STATES.includes(answer.feed)) {
+      noteFeed(answer.feed, answer.reason);
+    }
+  }
+
+  function noteFeed(feedState, reason) {
+    connection.feed = feedState;
+    connection.feedReason = feedState !== "live" && typeof reason === "string" ? reason : "";
     renderStatus();
   }
 
@@ -394,29 +406,36 @@
 
   function currentState() {
     if (!navigator.onLine) return "offline";
-    if (socket.connected) return connection.feedOffline ? "feed-offline" : "connected";
+    if (socket.connected) return connection.feed === "live" ? "connected" : "feed-" + connection.feed;
     return connection.gaveUp ? "offline" : "reconnecting";
   }
 
   function statusLabel(state) {
     if (state === "reconnecting") return connection.everConnected ? "reconnecting…" : "connecting…";
     if (state === "feed-offline") return "feed offline";
+    if (state === "feed-stalled") return "feed stalled";
     return state;
   }
 
-  /** With the feed offline the server still answers, so sending stays possible. */
+  const STATUS_TITLES = {
+    "feed-offline": "Connected, but the server has lost its database feed: new changes show once it is back.",
+    "feed-stalled": "Connected, but changes are not reaching the server's feed: new changes show once it delivers again.",
+  };
+
+  /** With the feed offline or stalled the server still answers, so sending stays possible. */
   function canSend() {
     const state = currentState();
-    return state === "connected" || state === "feed-offline";
+    return state === "connected" || state === "feed-offline" || state === "feed-stalled";
   }
 
   function renderStatus() {
     const state = currentState();
     statusEl.dataset.state = state;
     statusEl.textContent = statusLabel(state);
-    statusEl.title = state === "feed-offline"
-      ? "Connected, but the server has lost its database feed: new changes show once it is back."
-      : "";
+    statusEl.title = STATUS_TITLES[state] || "";
+    const reason = state in STATUS_TITLES ? connection.feedReason : "";
+    feedReasonEl.textContent = reason ? statusLabel(state) + ": " + reason : "";
+    feedReasonEl.hidden = !reason;
     reconnectButton.hidden = !(state === "offline" && connection.gaveUp && navigator.onLine);
     sendButton.disabled = !canSend();
     generateButton.disabled = !canSend();
@@ -438,17 +457,17 @@
   /** socket.active is false when the server refused or closed us: no automatic retry. */
   function handleDisconnectOrError() {
     connection.gaveUp = !socket.active;
-    connection.feedOffline = false;
+    connection.feed = "live";
+    connection.feedReason = "";
     connection.statusSeen = false;
     renderStatus();
   }
 
-  /** "status" {feed: "live" | "offline"}: sent when the server's LISTEN drops or returns. */
+  /** "status" {feed: "live" | "offline" | "stalled", reason}: the server's feed changed. */
   function handleFeedStatus(data) {
-    if (!data || (data.feed !== "live" && data.feed !== "offline")) return;
+    if (!data || !FEED_STATES.includes(data.feed)) return;
     connection.statusSeen = true;
-    connection.feedOffline = data.feed === "offline";
-    renderStatus();
+    noteFeed(data.feed, data.reason);
   }
 
   function reconnectNow() {

@@ -3,12 +3,14 @@
 import os
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
 
 from feed.extensions import socketio
 from support.database import insert_row, insert_rows
+from support.pgbouncer import start_or_skip
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -392,6 +394,45 @@ def test_page_shows_when_the_feed_is_offline(page, server):
     expect(status).to_have_attribute("data-state", "offline")
     assert status.evaluate("(el) => getComputedStyle(el).color") != feed_offline_colour
     expect(page.locator("#send")).to_be_disabled()
+    assert page.problems == []
+
+
+@pytest.fixture
+def pgbouncer(postgres):
+    """PgBouncer in transaction mode in front of the test server, stopped after."""
+    bouncer = start_or_skip(postgres)
+    yield bouncer
+    bouncer.close()
+
+
+def test_page_shows_a_stalled_feed_behind_a_transaction_pool_until_it_recovers(
+    pgbouncer, page, serve_app, database_url, writer
+):
+    from playwright.sync_api import expect
+
+    served = serve_app(
+        DATABASE_URL=pgbouncer.url(urlsplit(database_url).path.lstrip("/")),
+        FEED_DELIVERY_CHECK_INTERVAL=0.5,
+        FEED_DELIVERY_CHECK_TIMEOUT=1,
+        FEED_LISTENER_IDLE_CHECK=30,
+    )
+    status = page.locator("#status")
+    page.goto(served.url)
+    expect(status).to_have_attribute("data-state", "feed-stalled")
+    expect(status).to_have_text("feed stalled")
+    expect(page.locator("#feed-reason")).to_contain_text("feed stalled: ")
+    expect(page.locator("#feed-reason")).to_contain_text("PgBouncer")
+    expect(page.locator("#send")).to_be_enabled()
+    stalled_colour = status.evaluate("(el) => getComputedStyle(el).color")
+
+    pgbouncer.restart("session")  # the cause goes away
+    expect(status).to_have_attribute("data-state", "connected", timeout=20_000)
+    expect(page.locator("#feed-reason")).to_be_hidden()
+    assert status.evaluate("(el) => getComputedStyle(el).color") != stalled_colour
+    new_id = insert_row(writer, "after the pool went to session mode")
+    expect(row(page, new_id).locator(".event-text")).to_have_text(
+        "after the pool went to session mode"
+    )
     assert page.problems == []
 
 
