@@ -18,6 +18,7 @@ from flask_socketio import Namespace, SocketIO
 from werkzeug.serving import make_server
 
 from bench.system_limits import raise_open_files_limit
+from feed.service import readiness
 from feed.service.process_feed import NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def serve(app, host, port):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: _shutdown_soon(server))
     print(f" * redis-mq serving on http://{host}:{server.port}", flush=True)
+    readiness.announce(readiness.socket_url(server.socket), mode="redis-mq")
     try:
         server.serve_forever(poll_interval=0.1)
     finally:

@@ -138,7 +138,6 @@ def _capacity_step(server, pool, writer, settings, clients):
     pool.connect(server.url, clients)
     connected_s = time.monotonic() - started
     time.sleep(settings.capacity_settle_seconds)
-    status = process_status(server.pid)
     cpu = idle_cpu_percent(server.pid, settings.capacity_idle_seconds)
     pool.arm()
     log = writer.call(
@@ -147,6 +146,7 @@ def _capacity_step(server, pool, writer, settings, clients):
         interval=settings.capacity_probe_interval,
     )
     merged = pool.collect(log["commits"], timeout=60)
+    check = count_check(f"capacity {clients}", merged, len(log["commits"]))
     reach = [
         1000.0 * (merged["last_arrival"][row_id] - committed)
         for row_id, committed in log["commits"].items()
@@ -155,14 +155,22 @@ def _capacity_step(server, pool, writer, settings, clients):
     result = {
         "clients": clients,
         "connect_s": connected_s,
-        "rss_mb": status["rss_mb"],
-        "threads": status["threads"],
+        **_fed_clients_status(server, check),
         "idle_cpu_percent": cpu,
         "one_row_to_all_ms": statistics.median(reach) if reach else None,
         "one_row_to_all_max_ms": max(reach, default=None),
     }
-    check = count_check(f"capacity {clients}", merged, len(log["commits"]))
     return result, check
+
+
+def _fed_clients_status(server, check):
+    """RSS and threads of the server, read once the count check has confirmed
+    that every client got every probe row: the figure is then of `clients`
+    clients all being served (a step where some were not has none)."""
+    if not check["ok"]:
+        return {"rss_mb": None, "threads": None}
+    status = process_status(server.pid)
+    return {"rss_mb": status["rss_mb"], "threads": status["threads"]}
 
 
 def percentiles(sorted_values):

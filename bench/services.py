@@ -4,17 +4,21 @@ Also reads a process's memory, threads and CPU time from /proc.
 """
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
 from bench.settings import GTHREAD_THREADS, SERVE_MODES
+from feed.service import readiness
 
 log = logging.getLogger(__name__)
 
@@ -25,55 +29,53 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 # passed on (BENCH_FEED_<NAME> sets FEED_<NAME> on purpose).
 _PG_FEED_OWN = ("DATABASE_URL", "LISTENER_DATABASE_URL", "HOST", "PORT")
 LOGGED_WARNINGS = 10  # of a server's warnings, only the first few are passed on
+READY_TIMEOUT = 60.0
 
 
 class ServerProcess:
-    """A server under test in its own process; it prints `serving on <url>`.
+    """A server under test in its own process, ready once it wrote FEED_READY_FILE.
 
-    Under gunicorn (served=True) the URL is the line `Listening at: <url>`, the
-    worker's `accepting clients` says it is ready, and the process measured is
-    the worker, which holds the clients.
+    The file gives its URL and the process that holds the clients (under
+    gunicorn, the worker), which is the one measured.
     """
 
-    def __init__(self, name, argv, env, gunicorn=False):
+    def __init__(self, name, argv, env):
         self.name = name
-        self.gunicorn = gunicorn
         self.warnings = 0
         self.output = deque(maxlen=200)
+        self.folder = Path(tempfile.mkdtemp(prefix="pgfeed-bench-server-"))
+        self.ready_file = self.folder / "ready.json"
         self.process = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env={**env, "PYTHONUNBUFFERED": "1"},
+            env={
+                **env,
+                "PYTHONUNBUFFERED": "1",
+                "FEED_READY_FILE": str(self.ready_file),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self.url = self._read_url()
-        threading.Thread(target=self._drain, name=f"{name}-output", daemon=True).start()
+        self._drainer = threading.Thread(
+            target=self._drain, name=f"{name}-output", daemon=True
+        )
+        self._drainer.start()
+        self.url = self._wait_until_ready()["url"]
 
     @property
     def pid(self):
         """The id of the process that holds the clients (gunicorn: its worker)."""
-        if not self.gunicorn:
-            return self.process.pid
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        (worker,) = path.read_text().split()
-        return int(worker)
+        return json.loads(self.ready_file.read_text())["pid"]
 
-    def _read_url(self):
-        url = None
-        for line in self.process.stdout:
-            self.output.append(line)
-            if "serving on " in line:
-                return line.rsplit(" ", 1)[1].strip()
-            if "Listening at: " in line:
-                url = line.split("Listening at: ")[1].split()[0]
-            if url and "accepting clients" in line:
-                return url
-        raise RuntimeError(
-            f"{self.name} exited with {self.process.wait()} before serving:\n"
-            + "".join(self.output)
-        )
+    def _wait_until_ready(self):
+        try:
+            return readiness.wait_until_ready(
+                self.ready_file, self.process, READY_TIMEOUT
+            )
+        except readiness.NotReady as exc:
+            self.stop()
+            raise RuntimeError(f"{self.name} {exc}:\n" + "".join(self.output)) from None
 
     def _drain(self):
         for line in self.process.stdout:
@@ -94,13 +96,17 @@ class ServerProcess:
 
     def stop(self, timeout=15.0):
         """SIGTERM, then SIGKILL after `timeout` seconds; the exit code."""
-        self.process.terminate()
+        if self.process.poll() is None:
+            self.process.terminate()
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop within %g s; killing it", self.name, timeout)
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        self._drainer.join(5)  # everything it printed, for a caller's report
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return code
 
 
 def start_pg_feed(database_url, mode=None):
@@ -127,7 +133,7 @@ def start_pg_feed(database_url, mode=None):
         env.setdefault("FEED_THREADS", str(GTHREAD_THREADS))
     argv = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
     name = next(system for system, m in SERVE_MODES.items() if m == mode)
-    return ServerProcess(name, [*argv, "app:app"], env, gunicorn=True)
+    return ServerProcess(name, [*argv, "app:app"], env)
 
 
 def pg_feed_overrides():

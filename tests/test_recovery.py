@@ -12,6 +12,7 @@ import threading
 import time
 
 import psycopg2
+import pytest
 import requests
 import websocket
 
@@ -65,6 +66,28 @@ def reconnects(url):
 def listening(url):
     response = healthz(url)
     return response is not None and response.status_code == 200
+
+
+ROWS_EMITTED = "feed_rows_emitted_total"
+CLIENT_RESYNCS = 'feed_resyncs_sent_total{scope="client"}'  # a backlog overflowed
+
+
+def metric(url, sample):
+    """One sample's value from /metrics (0 when it has none yet)."""
+    for line in requests.get(f"{url}/metrics", timeout=5).text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+def wait_until_emitted(url, rows):
+    """Wait until the app has handed `rows` rows in all to every client."""
+    wait_for(
+        lambda: metric(url, ROWS_EMITTED) >= rows,
+        timeout=60,
+        message=f"{rows} rows emitted",
+    )
 
 
 def test_clients_converge_through_terminated_listeners_and_a_restart(
@@ -148,45 +171,51 @@ def test_a_late_commit_of_a_lower_id_is_recovered_after_a_reconnect(
         app.stop()
 
 
-def test_a_stalled_client_costs_bounded_memory(faulty_postgres, app_process, mode):
-    app = app_process(
+def test_a_stalled_client_costs_bounded_memory(
+    faulty_postgres, app_process, stalled_client, mode
+):
+    served = app_process(
         mode,
         database_url=faulty_postgres.url,
         FEED_CLIENT_BACKLOG_MESSAGES=os.environ.get("TEST_BACKLOG_MESSAGES", "200"),
         FEED_CLIENT_BACKLOG_BYTES=os.environ.get("TEST_BACKLOG_BYTES", str(2**20)),
     )
-    try:
-        before = rss_bytes(app.serving_pid())
-        stalled = stalled_client(app.url)
-        push_rows(faulty_postgres)  # fills the stalled client's backlog to its limit
-        wait_for(lambda: reconnects(app.url) == 0)  # the app still answers
-        at_limit = rss_bytes(app.serving_pid())
-        for _ in range(2):
-            push_rows(faulty_postgres)  # 32 MB more that the client never reads
-        wait_for(lambda: healthz(app.url).json()["listener"]["last_notification_at"])
-        after = rss_bytes(app.serving_pid())
-        print(
-            f"\nstalled client: server RSS {before / 2**20:.1f} MiB before, "
-            f"{at_limit / 2**20:.1f} MiB at the backlog limit, "
-            f"{after / 2**20:.1f} MiB after 32 MB more"
-        )
-        # The backlog (1 MiB of text, plus each message's frame, built once and
-        # shared), one message in flight, and allocator slack.
-        assert after - at_limit < 10 * 2**20
-        stalled.close()
-    finally:
-        app.stop()
+    pid = served.serving_pid()
+    before = rss_bytes(pid)
+    stalled_client(served.url)
+    push_rows(faulty_postgres)  # 16 MB: fills the stalled client's backlog
+    # Read memory only once every row has been handed to the client, and its
+    # backlog has been cut at the limit at least once.
+    wait_until_emitted(served.url, 4000)
+    cuts_at_limit = metric(served.url, CLIENT_RESYNCS)
+    assert cuts_at_limit >= 1, "the stalled client's backlog never reached its limit"
+    at_limit = rss_bytes(pid)
+    for _ in range(2):
+        push_rows(faulty_postgres)  # 32 MB more that the client never reads
+    wait_until_emitted(served.url, 12000)
+    after = rss_bytes(pid)
+    print(
+        f"\nstalled client: server RSS {before / 2**20:.1f} MiB before, "
+        f"{at_limit / 2**20:.1f} MiB at the backlog limit, "
+        f"{after / 2**20:.1f} MiB after 32 MB more"
+    )
+    # The backlog (1 MiB of text, plus each message's frame, built once and
+    # shared), one message in flight, and allocator slack.
+    assert after - at_limit < 10 * 2**20
+    assert metric(served.url, CLIENT_RESYNCS) > cuts_at_limit  # the 32 MB reached it
 
 
 def test_a_stalled_client_does_not_delay_the_others(
-    faulty_postgres, sio_client, app_process, mode
+    faulty_postgres, sio_client, app_process, stalled_client, mode
 ):
     app = app_process(mode, database_url=faulty_postgres.url)
     writer = psycopg2.connect(faulty_postgres.url)
     writer.autocommit = True
     try:
-        stalled = stalled_client(app.url)
-        push_rows(faulty_postgres)  # the stalled client is now far behind
+        stalled_client(app.url)
+        push_rows(faulty_postgres)
+        wait_until_emitted(app.url, 4000)
+        assert metric(app.url, CLIENT_RESYNCS) >= 1  # the stalled one is far behind
         reader = sio_client(app.url)
         delays = []
         for number in range(100):
@@ -200,7 +229,6 @@ def test_a_stalled_client_does_not_delay_the_others(
             f"max {max(delays) * 1000:.1f} ms"
         )
         assert statistics.median(delays) < 0.1
-        stalled.close()
     finally:
         writer.close()
         app.stop()
@@ -220,17 +248,27 @@ def push_rows(database, rows=4000, size=4000):
     writer.close()
 
 
-def stalled_client(url):
-    """A raw WebSocket that joins /events, then never reads again."""
-    connection = websocket.create_connection(
-        url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
-        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
-        timeout=5,
-    )
-    assert connection.recv().startswith("0")  # Engine.IO open
-    connection.send("40/events,")
-    assert connection.recv().startswith("40/events,")
-    return connection
+@pytest.fixture
+def stalled_client():
+    """Factory: stalled_client(url) -> a raw WebSocket that joins /events, then
+    never reads again. Each is closed after the test."""
+    opened = []
+
+    def connect(url):
+        opened.append(
+            websocket.create_connection(
+                url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+                sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
+                timeout=5,
+            )
+        )
+        assert opened[-1].recv().startswith("0")  # Engine.IO open
+        opened[-1].send("40/events,")
+        assert opened[-1].recv().startswith("40/events,")
+
+    yield connect
+    for connection in opened:
+        connection.shutdown()  # no closing handshake: the server is still writing
 
 
 def rss_bytes(pid):
