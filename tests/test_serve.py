@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from support.database import insert_row
@@ -38,6 +39,31 @@ def test_the_async_mode_follows_the_server_mode(app_process, mode):
     served = app_process(mode)
     expected = {"threaded": "threading", "gevent": "gevent"}[mode]
     served.line_with(f"(Socket.IO async_mode {expected})")
+
+
+@pytest.mark.parametrize(
+    ("server_mode", "announced"),
+    [(None, "development"), ("threaded", "threaded"), ("gevent", "gevent")],
+    ids=["app.py", "threaded", "gevent"],
+)
+def test_the_ready_file_names_the_serving_process_and_the_port_it_bound(
+    app_process, server_mode, announced
+):
+    served = app_process(server_mode)  # PORT=0: the real port is only known bound
+    ready = json.loads(served.ready_file.read_text())
+    assert ready["mode"] == announced
+    assert ready["pid"] == serving_process(served.process.pid, server_mode)
+    assert not ready["url"].endswith(":0")
+    assert requests.get(f"{ready['url']}/healthz", timeout=5).status_code == 200
+
+
+def serving_process(pid, server_mode):
+    """`pid` itself (python app.py), or gunicorn's only worker, read from /proc."""
+    if server_mode is None:
+        return pid
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        (worker,) = children.read().split()
+    return int(worker)
 
 
 def test_app_records_reach_gunicorns_log_as_json_lines(app_process, mode):
