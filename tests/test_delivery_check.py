@@ -74,6 +74,7 @@ def test_a_probe_the_listener_never_hears_is_a_stall_naming_the_cause(
     status = check.status()
     assert status["state"] == "stalled" and status["failed_probes"] == 2
     assert status["last_failure"]["reason"] == result.reason
+    assert check.listener._probes == {}  # a stalled feed does not pile up probes
 
 
 def test_a_probe_that_cannot_be_sent_is_a_stall_with_the_error_kept_for_the_log(

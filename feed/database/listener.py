@@ -117,6 +117,10 @@ class Listener:
         self._probes[token] = arrived
         return arrived
 
+    def forget_probe(self, token):
+        """Stop expecting a probe that did not arrive (it would stay here for ever)."""
+        self._probes.pop(token, None)
+
     def _run(self):
         failures, down_since = 0, None
         while not self._stopping.is_set():

@@ -133,10 +133,14 @@ class DeliveryCheck:
         started = time.monotonic()
         error = self._send(token)
         if error is not None:
+            self.listener.forget_probe(token)
             return ProbeResult(False, NOT_SENT, detail=error)
-        if arrived.wait(self.timeout):
-            return ProbeResult(True, seconds=time.monotonic() - started)
-        return ProbeResult(False, NOT_HEARD.format(timeout=self.timeout))
+        try:
+            if arrived.wait(self.timeout):
+                return ProbeResult(True, seconds=time.monotonic() - started)
+            return ProbeResult(False, NOT_HEARD.format(timeout=self.timeout))
+        finally:
+            self.listener.forget_probe(token)
 
     def _send(self, token):
         """NOTIFY through the app's pool; None when sent, else the database's error."""
