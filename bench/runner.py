@@ -1,7 +1,8 @@
 """Rounds of the three systems, each alone on the machine, in a rotating order.
 
 limit: one bare LISTEN receiver. pg-feed: `python app.py`. pg-feed-gthread
-and pg-feed-gevent: gunicorn as `make serve` runs it, in each FEED_SERVER_MODE.
+and pg-feed-gevent: gunicorn as `make serve` runs it, in each FEED_SERVER_MODE;
+the same with -plain: without feed/upstream's library reaches.
 redis-mq: bench/redis_app.py fed by the writer through Redis. Each system gets a fresh
 server for the delivery workloads and another for capacity. Servers stop
 before their readers close: a SIGTERM with clients connected takes a second or
@@ -15,7 +16,7 @@ import time
 
 from bench import scenarios
 from bench.services import start_pg_feed, start_redis_app
-from bench.settings import SERVE_MODES, SYSTEMS
+from bench.settings import SYSTEMS
 from bench.workers import BenchError, ReaderPool, start_writer
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,8 @@ def _serving(system, context):
     if system == "limit":
         yield None
         return
-    if system == "pg-feed":
-        server = start_pg_feed(context.database_url)
-    elif system in SERVE_MODES:
-        server = start_pg_feed(context.database_url, SERVE_MODES[system])
+    if system.startswith("pg-feed"):
+        server = start_pg_feed(context.database_url, system)
     else:
         server = start_redis_app(context.redis_url)
     try:

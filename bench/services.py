@@ -17,7 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from bench.settings import GTHREAD_THREADS, SERVE_MODES
+from bench.settings import GTHREAD_THREADS, SERVE_MODES, SYSTEM_SETTINGS
 from feed.service import readiness
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,10 @@ class ServerProcess:
         return code
 
 
-def start_pg_feed(database_url, mode=None):
-    """pg-feed with its defaults and BENCH_FEED_*: `python app.py`, or (mode
-    "threaded" or "gevent") gunicorn as `make serve` runs it."""
+def start_pg_feed(database_url, system="pg-feed"):
+    """pg-feed with its defaults, BENCH_FEED_* and the system's own settings:
+    `python app.py`, or gunicorn as `make serve` runs it in the system's mode."""
+    mode = SERVE_MODES.get(system)
     inherited = {
         name: value
         for name, value in os.environ.items()
@@ -125,6 +126,7 @@ def start_pg_feed(database_url, mode=None):
         "PORT": "0",
         "FEED_MIGRATE": "0",
         "FEED_LOG_LEVEL": "WARNING",
+        **SYSTEM_SETTINGS.get(system, {}),
     }
     if mode is None:
         return ServerProcess("pg-feed", [sys.executable, "app.py"], env)
@@ -132,8 +134,7 @@ def start_pg_feed(database_url, mode=None):
     if mode == "threaded":
         env.setdefault("FEED_THREADS", str(GTHREAD_THREADS))
     argv = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
-    name = next(system for system, m in SERVE_MODES.items() if m == mode)
-    return ServerProcess(name, [*argv, "app:app"], env)
+    return ServerProcess(system, [*argv, "app:app"], env)
 
 
 def pg_feed_overrides():

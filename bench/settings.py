@@ -2,9 +2,26 @@
 
 from dataclasses import dataclass, replace
 
-SYSTEMS = ("limit", "pg-feed", "pg-feed-gthread", "pg-feed-gevent", "redis-mq")
+SYSTEMS = (
+    "limit",
+    "pg-feed",
+    "pg-feed-gthread",
+    "pg-feed-gevent",
+    "pg-feed-gthread-plain",
+    "pg-feed-gevent-plain",
+    "redis-mq",
+)
 # pg-feed under `make serve`: its system name and FEED_SERVER_MODE
-SERVE_MODES = {"pg-feed-gthread": "threaded", "pg-feed-gevent": "gevent"}
+SERVE_MODES = {
+    "pg-feed-gthread": "threaded",
+    "pg-feed-gevent": "gevent",
+    "pg-feed-gthread-plain": "threaded",
+    "pg-feed-gevent-plain": "gevent",
+}
+# The same without feed/upstream's library reaches (the libraries' own paths):
+# what the frame-once and direct-write speed-ups are worth, measured.
+PLAIN = {"FEED_UPSTREAM_REACHES": "off"}
+SYSTEM_SETTINGS = {"pg-feed-gthread-plain": PLAIN, "pg-feed-gevent-plain": PLAIN}
 # gthread holds one WebSocket per thread: room for the largest capacity step
 GTHREAD_THREADS = 2200
 
