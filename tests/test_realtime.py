@@ -218,14 +218,17 @@ def test_a_database_error_is_an_error_ack_not_a_traceback(
 
 def test_another_origin_is_refused_by_default(gunicorn_process):
     browser_elsewhere = socketio.Client(reconnection=False)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        browser_elsewhere.connect(
-            gunicorn_process.url,
-            namespaces=["/events"],
-            transports=["polling"],
-            headers={"Origin": "http://elsewhere.example"},
-            wait_timeout=5,
-        )
+    try:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            browser_elsewhere.connect(
+                gunicorn_process.url,
+                namespaces=["/events"],
+                transports=["polling"],
+                headers={"Origin": "http://elsewhere.example"},
+                wait_timeout=5,
+            )
+    finally:  # connected after all: the test fails, and the client still stops
+        browser_elsewhere.disconnect()
 
 
 def test_the_same_origin_is_allowed(gunicorn_process, sio_client):

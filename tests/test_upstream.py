@@ -212,21 +212,21 @@ def broadcast_with_one_session_closing(plain_server, manager):
     served = plain_server(socketio.WSGIApp(server))
     received = [threading.Event() for _ in range(3)]
     clients = []
-    for got in received:
-        client = socketio.Client(reconnection=False)
-        client.on("news", lambda data, got=got: got.set())
-        client.connect(served.url, transports=["polling"], wait_timeout=5)
-        clients.append(client)
-    middle = server.eio.sockets[clients[1].eio.sid]
-    middle.send = lambda packet: (_ for _ in ()).throw(sessions.SessionClosed())
     try:
-        server.emit("news", {"n": 1})
-    except sessions.SessionClosed:
-        pass
-    got = [event.wait(2) for event in (received[0], received[2])]
-    for client in clients:
-        client.disconnect()
-    return got
+        for got in received:
+            clients.append(socketio.Client(reconnection=False))
+            clients[-1].on("news", lambda data, got=got: got.set())
+            clients[-1].connect(served.url, transports=["polling"], wait_timeout=5)
+        middle = server.eio.sockets[clients[1].eio.sid]
+        middle.send = lambda packet: (_ for _ in ()).throw(sessions.SessionClosed())
+        try:
+            server.emit("news", {"n": 1})
+        except sessions.SessionClosed:
+            pass
+        return [event.wait(2) for event in (received[0], received[2])]
+    finally:  # every client, even when a connect or the broadcast failed
+        for client in clients:
+            client.disconnect()
 
 
 def test_upstream_broadcast_stops_at_a_session_that_closed(plain_server):
