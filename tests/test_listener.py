@@ -168,3 +168,17 @@ def test_listener_reports_when_the_database_is_unreachable(recorder, start_liste
         "postgresql://nobody@127.0.0.1:1/none", recorder, timeout=0.5
     )
     assert listener.status()["state"] in ("connecting", "reconnecting")
+
+
+def test_listener_drops_other_tables_before_reading_any_row_back(
+    database_url, writer, recorder, start_listener, caplog
+):
+    start_listener(database_url, recorder, tables=("events",))
+    other = '{"op": "INSERT", "table": "other_table", "id": 1}'  # row left out
+    with writer.cursor() as cursor, caplog.at_level("WARNING"):
+        cursor.execute("SELECT pg_notify('events', %s)", (other,))
+        new_id = insert_row(writer, "ours")
+        wait_for(lambda: recorder.notifications(), message="our row")
+    assert [n["table"] for n in recorder.notifications()] == ["events"]
+    assert recorder.notifications()[0]["id"] == new_id
+    assert "cannot read back" not in caplog.text  # other_table was never queried

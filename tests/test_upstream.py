@@ -18,6 +18,7 @@ from werkzeug.serving import make_server
 
 from feed import upstream
 from feed.clients.security import AnswerEndedSessions
+from feed.extensions import socketio as server_socketio
 from feed.fanout.backlog import BoundedManager
 from feed.upstream import sessions
 from feed.upstream.websocket import FeedServer, Oversize
@@ -261,3 +262,15 @@ def test_a_version_other_than_the_checked_one_falls_back_with_one_warning(
 def test_the_installed_versions_are_the_checked_ones():
     # requirements.txt pins them; a mismatch here means the pins moved.
     assert upstream.installed_versions() == upstream.CHECKED_VERSIONS
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_without_the_reaches_the_feed_still_delivers(
+    serve_app, sio_client, writer, transport
+):
+    served = serve_app(FEED_UPSTREAM_REACHES="off")
+    assert server_socketio.server.manager.reaches is False
+    readers = [sio_client(served.url, transports=(transport,)) for _ in range(2)]
+    ack = readers[0].call("event", "through the libraries' own paths")
+    for reader in readers:
+        wait_for(lambda r=reader: r.ids() == [ack["id"]], message="the row")
