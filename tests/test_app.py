@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from feed import cors_origins, create_app
-from support.processes import ROOT
+from support.processes import ROOT, run_flask
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -36,14 +36,7 @@ def test_importing_app_py_opens_no_connection_and_starts_no_thread():
 
 
 def test_flask_db_command_runs_migrations_without_starting_the_listener(database_url):
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "db", "current"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_flask(database_url, "db", "current")
     assert result.returncode == 0, result.stderr
     assert "0002 (head)" in result.stdout
     assert "listener" not in result.stderr

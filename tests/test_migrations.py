@@ -4,9 +4,6 @@ import json
 import os
 import select
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import psycopg2
 import pytest
@@ -15,10 +12,8 @@ from flask_migrate import downgrade, upgrade
 from feed import create_app
 from feed.extensions import db
 from support.database import create_database, drop_database
+from support.processes import ROOT, run_flask
 from support.waiting import wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
-FLASK = str(Path(sys.executable).with_name("flask"))
 
 
 def relations(url):
@@ -174,19 +169,13 @@ def test_flask_db_migrate_on_a_migrated_database_finds_no_change(
 ):
     # The user's own command, on a copy of migrations/ so nothing is written here.
     # It once proposed drop_table('events'): nothing imported the model.
-    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
-    result = subprocess.run(
-        [FLASK, "--app", "app", "db", "migrate", "-d", str(tmp_path / "migrations")],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    copy = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", copy)
+    result = run_flask(database_url, "db", "migrate", "-d", str(copy))
     assert result.returncode == 0, result.stderr
     assert "No changes in schema detected." in result.stderr
     assert "drop_table" not in result.stderr + result.stdout
-    new_files = {p.name for p in (tmp_path / "migrations" / "versions").glob("*.py")}
+    new_files = {p.name for p in (copy / "versions").glob("*.py")}
     assert new_files == {
         p.name for p in (ROOT / "migrations" / "versions").glob("*.py")
     }

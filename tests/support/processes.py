@@ -146,3 +146,15 @@ def _environment(database_url, mode, ready_file, env):
         **({"FEED_SERVER_MODE": mode, "FEED_THREADS": "100"} if mode else {}),
         **env,
     }
+
+
+def run_flask(database_url, *args):
+    """Run `flask --app app <args>` as a user would, on database_url; the result."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
