@@ -116,10 +116,12 @@ def close_clients(timeout=2.0):
         session.close(wait=False, abort=False)
     if not socketio.server.manager.reaches:
         return
+    # Only WebSockets are waited for. A long-polling session's CLOSE goes out
+    # with a GET already waiting, at once; python-engineio refuses any later GET
+    # of a closed session, so waiting for those could only time out (2 s).
+    websockets = [s for s in all_sessions if sessions.direct_websocket(s)]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(
-        map(sessions.still_sending, all_sessions)
-    ):
+    while time.monotonic() < deadline and any(map(sessions.still_sending, websockets)):
         time.sleep(0.01)
 
 
