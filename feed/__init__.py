@@ -4,6 +4,7 @@ create_app() configures and binds; it opens no connection and starts no thread.
 """
 
 from flask import Flask
+from flask_compress import Compress
 
 from config import BASE_DIR, Config
 
@@ -42,7 +43,29 @@ def create_app(config=None):
     _bound_message_sizes(app, reaches, max_bytes)
     app.register_blueprint(views.bp)
     app.after_request(views.security_headers)
+    _compress(app)
     return app
+
+
+# Static files are streamed responses, which flask-compress encodes only with
+# COMPRESS_ALGORITHM_STREAMING: its default leaves out gzip, the one encoding
+# every HTTP client speaks. Socket.IO's responses never pass through Flask.
+STREAMED_ENCODINGS = ["zstd", "br", "gzip", "deflate"]
+
+
+def _compress(app):
+    """Compress responses a client accepts compressed, except byte ranges."""
+    app.config.setdefault("COMPRESS_ALGORITHM_STREAMING", STREAMED_ENCODINGS)
+    app.config["COMPRESS_REGISTER"] = False
+    compress = Compress(app)
+
+    @app.after_request
+    def compressed(response):
+        # flask-compress would encode a 206 too, whose Content-Range counts the
+        # file's bytes, not the encoded ones: a client would join wrong pieces.
+        if response.status_code == 206:
+            return response
+        return compress.after_request(response)
 
 
 def _init_socketio(app, reaches, max_bytes):
