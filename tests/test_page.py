@@ -1,6 +1,7 @@
 """The page in a real browser: Playwright driving Debian's Chromium."""
 
 import os
+import socket
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -472,13 +473,68 @@ def test_readme_snippet_works_from_an_allowed_origin(
     insert_rows(writer, 2, prefix="before")
     holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
     page.goto(origin)
-    # history, the snippet's own event, then a live row from psql
-    page.wait_for_function("() => rows.size === 3", timeout=TIMEOUT_MS)
-    new_id = insert_row(writer, "live")
+    page.wait_for_function("() => rows.size === 2", timeout=TIMEOUT_MS)  # history
+    assert table_ids(writer) == [2, 1]  # loading the page inserted nothing
+    ack = page.evaluate("() => send('hello from another page')")
+    assert ack == {"ok": True, "id": 3}
+    new_id = insert_row(writer, "live")  # then a live row from psql
     page.wait_for_function(f"() => rows.has({new_id})", timeout=TIMEOUT_MS)
     rows = page.evaluate("() => [...rows.values()]")
     texts = [row["event"] for row in sorted(rows, key=lambda row: row["id"])]
     assert texts == ["before 1", "before 2", "hello from another page", "live"]
+
+
+def snippet_message(page, url):
+    """Open url; the first console message the README snippet logs ("feed ...")."""
+    with page.expect_console_message(
+        lambda message: message.text.startswith("feed "), timeout=TIMEOUT_MS
+    ) as logged:
+        page.goto(url)
+    return logged.value.type, logged.value.text
+
+
+def test_readme_snippet_stops_and_says_why_when_its_origin_is_refused(
+    page, other_page, serve_app
+):
+    holder, origin = other_page
+    served = serve_app()  # the other page's origin is not allowed
+    holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
+    assert snippet_message(page, origin) == (
+        "error",
+        "feed refused this page: is its origin in FEED_CORS_ORIGINS?",
+    )
+    assert page.evaluate("() => feed.active") is False  # no more retries
+
+
+def test_readme_snippet_stops_and_says_why_when_its_token_is_refused(
+    page, other_page, serve_app
+):
+    holder, origin = other_page
+    served = serve_app(FEED_CORS_ORIGINS=origin, FEED_READ_TOKEN="secret")
+    holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
+    assert snippet_message(page, origin) == (
+        "error",
+        "feed refused: a valid token is required to connect",
+    )
+    assert page.evaluate("() => feed.active") is False
+
+
+def test_readme_snippet_keeps_retrying_while_the_server_is_down(
+    page, other_page, serve_app
+):
+    holder, origin = other_page
+    served = serve_app(FEED_CORS_ORIGINS=origin)  # serves the client script only
+    with socket.create_server(("127.0.0.1", 0)) as unused:
+        down_url = f"http://127.0.0.1:{unused.getsockname()[1]}"  # closed after
+    snippet = readme_snippet().replace(
+        'FEED_URL = "http://127.0.0.1:5000"', f'FEED_URL = "{down_url}"'
+    )
+    holder["html"] = snippet.replace("http://127.0.0.1:5000", served.url)
+    assert snippet_message(page, origin) == (
+        "warning",
+        "feed unreachable (xhr poll error), retrying",
+    )
+    assert page.evaluate("() => feed.active") is True
 
 
 def test_page_shows_the_feed_offline_while_the_database_is_down_then_recovers(
