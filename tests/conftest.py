@@ -21,6 +21,7 @@ from support.database import (
     empty_quietly,
     migrate_to_head,
 )
+from support.pgbouncer import start_or_skip
 from support.processes import SERVER_MODES, AppProcess, ServedApp
 
 
@@ -164,3 +165,11 @@ def freezable_proxy(faulty_postgres):
     proxy.url = f"postgresql://postgres@127.0.0.1:{proxy.port}/faults"
     yield proxy
     proxy.close()
+
+
+@pytest.fixture
+def pgbouncer(postgres):
+    """PgBouncer in transaction mode in front of the test server, stopped after."""
+    bouncer = start_or_skip(postgres)
+    yield bouncer
+    bouncer.close()

@@ -11,7 +11,6 @@ import pytest
 
 from feed.extensions import socketio
 from support.database import insert_row, insert_rows
-from support.pgbouncer import start_or_skip
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -396,14 +395,6 @@ def test_page_shows_when_the_feed_is_offline(page, server):
     assert status.evaluate("(el) => getComputedStyle(el).color") != feed_offline_colour
     expect(page.locator("#send")).to_be_disabled()
     assert page.problems == []
-
-
-@pytest.fixture
-def pgbouncer(postgres):
-    """PgBouncer in transaction mode in front of the test server, stopped after."""
-    bouncer = start_or_skip(postgres)
-    yield bouncer
-    bouncer.close()
 
 
 def test_page_shows_a_stalled_feed_behind_a_transaction_pool_until_it_recovers(

@@ -13,7 +13,6 @@ import requests
 
 from feed.service.delivery_check import NOT_SENT
 from support.database import insert_row
-from support.pgbouncer import start_or_skip
 from support.waiting import wait_for
 
 # Probes often and briefly, so that a stall and a recovery show within seconds.
@@ -24,14 +23,6 @@ FAST_CHECKS = {
     "FEED_DELIVERY_CHECK_TIMEOUT": "1",
     "FEED_LISTENER_IDLE_CHECK": "30",
 }
-
-
-@pytest.fixture
-def pgbouncer(postgres):
-    """PgBouncer in transaction mode in front of the test server, stopped after."""
-    bouncer = start_or_skip(postgres)
-    yield bouncer
-    bouncer.close()
 
 
 @pytest.fixture
