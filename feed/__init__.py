@@ -10,7 +10,8 @@ from config import BASE_DIR, Config
 
 from . import models  # noqa: F401  (Alembic compares against its metadata)
 from .clients import namespace, views
-from .clients.security import AnswerEndedSessions, LargeMessages, OriginPolicy
+from .clients.security import OriginPolicy
+from .clients.wsgi import AnswerEndedSessions, LargeMessages
 from .database.urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
 from .fanout.backlog import BoundedManager
@@ -107,6 +108,6 @@ def max_message_bytes(max_event_chars):
     JSON may spend up to 12 bytes on a character (an emoji escaped as two
     \\uXXXX surrogates). 16 per character plus 1 KiB of framing is room for
     any allowed text; a message past this is discarded as it arrives and
-    refused with an ack (feed/upstream/websocket.py, clients/security.py).
+    refused with an ack (feed/upstream/websocket.py, feed/clients/wsgi.py).
     """
     return max_event_chars * 16 + 1024

@@ -17,7 +17,7 @@ import socketio
 from werkzeug.serving import make_server
 
 from feed import upstream
-from feed.clients.security import AnswerEndedSessions
+from feed.clients.wsgi import AnswerEndedSessions
 from feed.extensions import socketio as server_socketio
 from feed.fanout.backlog import BoundedManager
 from feed.upstream import sessions

@@ -48,8 +48,9 @@ CHECKED_VERSIONS = {
 }
 WITHOUT_REACHES = (
     "each broadcast is encoded and framed per client, client backlogs are not "
-    "bounded, an oversized message closes its connection instead of getting a "
-    "refusal, and the upstream defects in docs/UPSTREAM.md are not worked around"
+    "bounded, an oversized WebSocket message is read whole and closes its "
+    "connection instead of getting a refusal, and the upstream defects in "
+    "docs/UPSTREAM.md are not worked around"
 )
 
 
