@@ -21,7 +21,7 @@ from feed.clients.wsgi import AnswerEndedSessions
 from feed.extensions import socketio as server_socketio
 from feed.fanout.backlog import BoundedManager
 from feed.upstream import sessions
-from feed.upstream.websocket import FeedServer, Oversize
+from feed.upstream.websocket_server import FeedServer, Oversize
 from support.waiting import wait_for
 from support.websocket_pair import WebSocketPair
 

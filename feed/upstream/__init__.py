@@ -15,12 +15,12 @@ The reaches, each checked on the version in CHECKED_VERSIONS:
   module, subclassed (websocket.FeedWebSocket): each broadcast framed once and
   written straight to an idle socket (a cost); oversized messages answered
   (see below). python-engineio.
-- simple_websocket.Server._thread wrapped (websocket.FeedServer): receive()
+- simple_websocket.Server._thread wrapped (websocket_server.FeedServer): receive()
   can miss the close and wait for ever (a defect). simple-websocket.
-- simple_websocket.Server._handle_events replaced (websocket.FeedServer): a
+- simple_websocket.Server._handle_events replaced (websocket_server.FeedServer): a
   message past the limit closes the connection, and with no limit is read
   whole; here it is counted, discarded and refused with an ack (a defect).
-- simple_websocket.Server.close guarded (websocket.FeedServer): close() races
+- simple_websocket.Server.close guarded (websocket_server.FeedServer): close() races
   the socket thread closing the socket, OSError EBADF in python-engineio's
   writer thread (a defect). simple-websocket.
 - engineio.Socket's queue, upgraded, closed and the server's sockets table
