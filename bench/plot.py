@@ -11,6 +11,8 @@ COLOURS = {
     "pg-feed": "#1f77b4",
     "pg-feed-gthread": "#2ca02c",
     "pg-feed-gevent": "#9467bd",
+    "pg-feed-gthread-queued": "#bcbd22",
+    "pg-feed-gevent-queued": "#17becf",
     "pg-feed-gthread-plain": "#8c564b",
     "pg-feed-gevent-plain": "#e377c2",
     "redis-mq": "#d62728",

@@ -2,7 +2,8 @@
 
 limit: one bare LISTEN receiver. pg-feed: `python app.py`. pg-feed-gthread
 and pg-feed-gevent: gunicorn as `make serve` runs it, in each FEED_SERVER_MODE;
-the same with -plain: without feed/upstream's library reaches.
+the same with -queued: each client's writer frames every broadcast itself
+(FEED_FAST_FANOUT=off); with -plain: without feed/upstream's library reaches.
 redis-mq: bench/redis_app.py fed by the writer through Redis. Each system gets a fresh
 server for the delivery workloads and another for capacity. Servers stop
 before their readers close: a SIGTERM with clients connected takes a second or

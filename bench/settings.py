@@ -7,6 +7,8 @@ SYSTEMS = (
     "pg-feed",
     "pg-feed-gthread",
     "pg-feed-gevent",
+    "pg-feed-gthread-queued",
+    "pg-feed-gevent-queued",
     "pg-feed-gthread-plain",
     "pg-feed-gevent-plain",
     "redis-mq",
@@ -15,13 +17,23 @@ SYSTEMS = (
 SERVE_MODES = {
     "pg-feed-gthread": "threaded",
     "pg-feed-gevent": "gevent",
+    "pg-feed-gthread-queued": "threaded",
+    "pg-feed-gevent-queued": "gevent",
     "pg-feed-gthread-plain": "threaded",
     "pg-feed-gevent-plain": "gevent",
 }
-# The same without feed/upstream's library reaches (the libraries' own paths):
-# what the frame-once and direct-write speed-ups are worth, measured.
+# -queued: each client's writer frames and sends every broadcast itself
+# (FEED_FAST_FANOUT=off): what frame-once and direct-write are worth.
+# -plain: without feed/upstream's library reaches at all (FEED_UPSTREAM_REACHES
+# off, the fallback after a version mismatch): one emit per client.
+QUEUED = {"FEED_FAST_FANOUT": "off"}
 PLAIN = {"FEED_UPSTREAM_REACHES": "off"}
-SYSTEM_SETTINGS = {"pg-feed-gthread-plain": PLAIN, "pg-feed-gevent-plain": PLAIN}
+SYSTEM_SETTINGS = {
+    "pg-feed-gthread-queued": QUEUED,
+    "pg-feed-gevent-queued": QUEUED,
+    "pg-feed-gthread-plain": PLAIN,
+    "pg-feed-gevent-plain": PLAIN,
+}
 # gthread holds one WebSocket per thread: room for the largest capacity step
 GTHREAD_THREADS = 2200
 

@@ -82,6 +82,7 @@ def _init_socketio(app, reaches, max_bytes):
             max_messages=app.config["FEED_CLIENT_BACKLOG_MESSAGES"],
             max_bytes=app.config["FEED_CLIENT_BACKLOG_BYTES"],
             reaches=reaches,
+            fast=app.config["FEED_FAST_FANOUT"].strip().lower() != "off",
         ),
     )
 

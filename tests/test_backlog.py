@@ -27,6 +27,9 @@ def closed_mid_broadcast(session):
         raise sessions.SessionClosed()
 
     session.send = send
+    websocket = getattr(session, "feed_websocket", None)
+    if websocket is not None:  # its socket takes nothing more: it is closing
+        websocket.send_now = lambda text: "queue"
 
 
 def failures(url):
@@ -39,12 +42,20 @@ def failures(url):
     return float(line.split()[-1])
 
 
-@pytest.mark.parametrize("reaches", ["on", "off"])
+FAN_OUTS = {
+    "frame once, write directly": {},
+    "each writer frames": {"FEED_FAST_FANOUT": "off"},
+    "without the reaches": {"FEED_UPSTREAM_REACHES": "off"},
+}
+
+
+@pytest.mark.parametrize("fan_out", FAN_OUTS)
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
 def test_a_client_closing_mid_broadcast_costs_the_others_nothing(
-    serve_app, sio_client, writer, reaches
+    serve_app, sio_client, writer, fan_out, transport
 ):
-    served = serve_app(FEED_UPSTREAM_REACHES=reaches)
-    clients = [sio_client(served.url, transports=("polling",)) for _ in range(5)]
+    served = serve_app(**FAN_OUTS[fan_out])
+    clients = [sio_client(served.url, transports=(transport,)) for _ in range(5)]
     eio = server_socketio.server.eio
     closed_mid_broadcast(eio.sockets[clients[1].sio.eio.sid])
     new_id = insert_row(writer, "after the close")

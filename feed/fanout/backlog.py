@@ -31,11 +31,12 @@ _SUM_FROM = 2  # a lone queued packet is being sent: its size is not counted
 class BoundedManager(socketio.Manager):
     """socketio.Manager whose broadcasts respect a per-client backlog limit."""
 
-    def __init__(self, max_messages=500, max_bytes=2**20, reaches=True):
+    def __init__(self, max_messages=500, max_bytes=2**20, reaches=True, fast=True):
         super().__init__()
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.reaches = reaches
+        self.fast = fast  # frame once, write idle WebSockets directly
         self.on_overflow = lambda: None
         self.on_send_failure = lambda: None
 
@@ -87,7 +88,10 @@ class BoundedManager(socketio.Manager):
             if not resync:
                 resync.append(self._encode("resync", {}, namespace))
             self._drop_backlog(session, resync[0])
-        _deliver(session, message)
+        if self.fast:
+            _deliver(session, message)
+        else:
+            sessions.queue_packet(session, message)
 
     def _failed(self, sid, exc):
         self.on_send_failure()
@@ -100,7 +104,8 @@ class BoundedManager(socketio.Manager):
         encoded = self.server.packet_class(
             packet.EVENT, namespace=namespace, data=[event, data]
         ).encode()
-        return BroadcastPacket(eio_packet.MESSAGE, encoded)
+        packet_class = BroadcastPacket if self.fast else QueuedBroadcast
+        return packet_class(eio_packet.MESSAGE, encoded)
 
     def _over_limit(self, session):
         waiting = sessions.backlog_length(session)
@@ -160,6 +165,18 @@ class BroadcastPacket(eio_packet.Packet):
             return self._encoded
         except AttributeError:
             self._encoded = FramedText(super().encode(b64))
+            return self._encoded
+
+
+class QueuedBroadcast(BroadcastPacket):
+    """A broadcast each client's writer frames and sends itself (FEED_FAST_FANOUT
+    off): python-engineio's own way, with the backlog bound kept."""
+
+    def encode(self, b64=False):
+        try:
+            return self._encoded
+        except AttributeError:
+            self._encoded = eio_packet.Packet.encode(self, b64)
             return self._encoded
 
 
