@@ -46,10 +46,18 @@ def skip_empty_revisions(context, revision, directives):
             logger.info("No changes in schema detected.")
 
 
+def outside_the_feed(obj, name, type_, reflected, compare_to):
+    """Autogenerate leaves the feed's bookkeeping to its own migrations: the
+    feed_* tables, the feed_* position columns and their indexes (*_feed_*)."""
+    name = name or ""
+    return not name.startswith("feed_") and "_feed_" not in name
+
+
 def run_migrations_online():
     """Run the migrations on a live connection."""
     conf_args = current_app.extensions["migrate"].configure_args
     conf_args.setdefault("process_revision_directives", skip_empty_revisions)
+    conf_args.setdefault("include_object", outside_the_feed)
     with target_db.engine.connect() as connection:
         context.configure(
             connection=connection, target_metadata=target_db.metadata, **conf_args

@@ -24,7 +24,7 @@ def relations(url):
             "ON n.oid = c.relnamespace "
             "WHERE nspname = 'public' AND relkind IN ('r', 'S') "
             "UNION ALL SELECT 'function ' || proname FROM pg_proc "
-            "WHERE proname = 'feed_notify' "
+            "WHERE proname LIKE 'feed\\_%' "
             "UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger "
             "WHERE NOT tgisinternal"
         )
@@ -46,11 +46,19 @@ def test_upgrade_downgrade_upgrade_again(empty_database):
         upgrade()
         assert relations(empty_database) == [
             "function feed_notify",
+            "function feed_position",
+            "function feed_record_removal",
             "table alembic_version",
             "table events",
             "table events_id_seq",
+            "table feed_change_seq",
+            "table feed_epoch",
+            "table feed_removals",
             "trigger events_notify",
             "trigger events_notify_truncate",
+            "trigger events_position",
+            "trigger events_record_removal",
+            "trigger events_record_truncate",
         ]
         downgrade(revision="base")
         assert relations(empty_database) == ["table alembic_version"]
@@ -179,3 +187,30 @@ def test_flask_db_migrate_on_a_migrated_database_finds_no_change(
     assert new_files == {
         p.name for p in (ROOT / "migrations" / "versions").glob("*.py")
     }
+
+
+def test_positions_come_to_a_table_that_already_has_rows(empty_database):
+    app = create_app({"DATABASE_URL": empty_database})
+    with app.app_context():
+        upgrade(revision="0002")
+        with psycopg2.connect(empty_database) as connection:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO events (event) SELECT 'old ' || i "
+                    "FROM generate_series(1, 50) AS i"
+                )
+        connection.close()
+        upgrade()
+        with psycopg2.connect(empty_database) as connection:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(DISTINCT feed_seq), count(*) FROM events")
+                assert cursor.fetchone() == (50, 50)
+        connection.close()
+        downgrade(revision="0002")
+        assert "table feed_removals" not in relations(empty_database)
+        with psycopg2.connect(empty_database) as connection:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM events")
+                assert cursor.fetchone() == (50,)
+        connection.close()
+        db.engine.dispose()

@@ -72,3 +72,53 @@ SET_UTC = "SET TIME ZONE 'UTC'"
 def check_database(session):
     """Run the health-check query through the app's pool."""
     session.execute(text(HEALTH_CHECK))
+
+
+# Positions (docs/RESUME.md). One statement, one snapshot: the watermark (the
+# snapshot's xmin) and the changes below it are read together.
+_CHANGES_SINCE = text(
+    "WITH mark AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), "
+    "changes AS ("
+    " SELECT * FROM ("
+    "  SELECT e.feed_xid AS xid, e.feed_seq AS seq, 'CHANGE' AS op, e.id,"
+    "   e.event, e.created_at"
+    "  FROM events AS e, mark"
+    "  WHERE (e.feed_xid, e.feed_seq) > (CAST(:xid AS xid8), :seq)"
+    "   AND e.feed_xid < mark.xmin"
+    "  UNION ALL"
+    "  SELECT r.feed_xid, r.feed_seq, r.op, r.row_id, NULL, NULL"
+    "  FROM feed_removals AS r, mark"
+    "  WHERE r.table_name = 'events'"
+    "   AND (r.feed_xid, r.feed_seq) > (CAST(:xid AS xid8), :seq)"
+    "   AND r.feed_xid < mark.xmin"
+    " ) AS both_kinds ORDER BY xid, seq LIMIT :limit) "
+    "SELECT mark.xmin::text AS watermark, changes.xid::text AS xid, changes.seq,"
+    " changes.op, changes.id, changes.event, changes.created_at "
+    "FROM mark LEFT JOIN changes ON true ORDER BY changes.xid, changes.seq"
+)
+_EPOCH = text(
+    "SELECT e.epoch::text, s.system_identifier::text, d.oid::text "
+    "FROM feed_epoch AS e, pg_control_system() AS s, pg_database AS d "
+    "WHERE d.datname = current_database()"
+)
+
+
+def changes_since(session, xid, seq, limit):
+    """(watermark, rows): changes after position (xid, seq), below the watermark.
+
+    rows: (xid, seq, op, id, event, created_at) in position order, op "CHANGE"
+    for a row as it is now, "DELETE" or "TRUNCATE" for a removal.
+    """
+    result = session.execute(
+        _CHANGES_SINCE, {"xid": str(xid), "seq": seq, "limit": limit}
+    ).all()
+    watermark = int(result[0].watermark)
+    rows = [r for r in result if r.xid is not None]
+    return watermark, [
+        (int(r.xid), r.seq, r.op, r.id, r.event, r.created_at) for r in rows
+    ]
+
+
+def epoch_parts(session):
+    """(migration id, cluster system identifier, database oid) of this database."""
+    return tuple(session.execute(_EPOCH).one())
