@@ -7,6 +7,10 @@
 (function () {
   "use strict";
 
+  // The tab holds at most MAX_ROWS rows, the highest ids, so a tab left open costs
+  // bounded memory. Rows the user asks for with "Load older" are kept: each load
+  // raises the cap to the rows then held, and only live rows (or a catch-up) beyond
+  // that cap push the oldest out. A TRUNCATE or a reload returns the cap to MAX_ROWS.
   const MAX_ROWS = 500;
   const ACK_TIMEOUT_MS = 10000;
   const SYNC_RETRY_MS = 3000;
@@ -26,11 +30,16 @@
   const sendError = document.getElementById("send-error");
   const list = document.getElementById("events");
   const emptyMessage = document.getElementById("events-empty");
-  const countEl = document.getElementById("event-count");
+  const summaryEl = document.getElementById("events-summary");
+  const loadOlderButton = document.getElementById("load-older");
 
   const historyLimit = readPositiveInt(feed.dataset.historyLimit, 100);
   const syncPageLimit = Math.min(LOOKBACK_IDS, readPositiveInt(feed.dataset.syncMaxLimit, LOOKBACK_IDS));
   const rowElements = new Map();
+  // more: rows older than the lowest one held exist (the server said so, or the cap
+  // dropped some); cap: the rows this tab holds at most (see MAX_ROWS);
+  // pending: the "Load older" request in flight, if any.
+  const older = { more: false, cap: MAX_ROWS, pending: null };
 
   const sync = {
     hasSynced: false,
@@ -146,11 +155,15 @@
     list.replaceChildren();
     rowElements.clear();
     sync.highestId = null;
+    older.more = false;
+    older.cap = MAX_ROWS;
+    if (older.pending) older.pending.truncated = true;
   }
 
   function dropOldestBeyondCap() {
-    while (rowElements.size > MAX_ROWS) {
+    while (rowElements.size > older.cap) {
       removeRow(Number(list.lastElementChild.dataset.id));
+      older.more = true;
     }
   }
 
@@ -162,7 +175,21 @@
     const count = rowElements.size;
     emptyMessage.hidden = count > 0;
     if (sync.hasSynced) emptyMessage.textContent = "No events yet. Send one, or INSERT into the events table.";
-    countEl.textContent = count > 0 ? String(count) : "";
+    summaryEl.textContent = summarize(count);
+    renderLoadOlder();
+  }
+
+  /** The heading: how many rows are shown and whether older ones exist (the page knows no total). */
+  function summarize(count) {
+    const events = count === 1 ? "event" : "events";
+    if (!sync.hasSynced) return "Events";
+    if (older.more) return `Latest ${count} ${events}, older ones not loaded`;
+    return count > 0 ? `All ${count} ${events}` : "Events";
+  }
+
+  function renderLoadOlder() {
+    loadOlderButton.hidden = !(sync.hasSynced && older.more);
+    loadOlderButton.disabled = older.pending !== null || !socket.connected;
   }
 
   function hasId(row) {
@@ -178,6 +205,7 @@
       if (run) run.truncated = true;
     } else if (row.op === "DELETE" && hasId(row)) {
       removeRow(row.id);
+      if (older.pending) older.pending.deletedIds.add(row.id);
       if (run) {
         run.deletedIds.add(row.id);
         run.liveRows.delete(row.id);
@@ -230,6 +258,7 @@
     const answer = await requestSync({ after: null, limit: Math.min(historyLimit, syncPageLimit) });
     if (run.truncated) return false;
     sync.hasSynced = true;
+    older.more = answer.more === true;
     for (const row of answer.events) {
       if (hasId(row) && !run.deletedIds.has(row.id) && !run.liveRows.has(row.id)) upsertRow(row, false);
     }
@@ -243,13 +272,15 @@
   }
 
   /**
-   * Keeps the MAX_ROWS highest ids (the map is in ascending order): the page shows
-   * no more than that, so a long absence costs bounded memory.
+   * Keeps the older.cap highest ids (the map is in ascending order): the page shows
+   * no more than that, so a long absence costs bounded memory. Dropping any means
+   * older rows exist.
    */
   function keepHighest(tableRows) {
     for (const id of tableRows.keys()) {
-      if (tableRows.size <= MAX_ROWS) return;
+      if (tableRows.size <= older.cap) return;
       tableRows.delete(id);
+      older.more = true;
     }
   }
 
@@ -317,6 +348,34 @@
       dropOldestBeyondCap();
       renderListState();
     }
+  }
+
+  /** "Load older": where the page's rows end, the next page of history below it. */
+  async function loadOlder() {
+    if (older.pending || !socket.connected) return;
+    const first = list.lastElementChild;
+    const before = first ? Number(first.dataset.id) : (sync.highestId ?? 0) + 1;
+    const pending = { truncated: false, deletedIds: new Set() };
+    older.pending = pending;
+    renderLoadOlder();
+    try {
+      const answer = await requestSync({ before, limit: Math.min(historyLimit, syncPageLimit) });
+      if (!pending.truncated) addOlderRows(answer, pending);
+    } catch (error) {
+      console.warn("pg-feed: loading older events failed:", error.message);
+    } finally {
+      older.pending = null;
+      renderListState();
+    }
+  }
+
+  /** Adds the rows the user asked for and raises the cap so that it keeps them. */
+  function addOlderRows(answer, pending) {
+    for (const row of answer.events) {
+      if (hasId(row) && !pending.deletedIds.has(row.id) && !rowElements.has(row.id)) upsertRow(row, false);
+    }
+    older.more = answer.more === true;
+    older.cap = Math.max(older.cap, rowElements.size);
   }
 
   function scheduleSyncRetry() {
@@ -439,6 +498,7 @@
     reconnectButton.hidden = !(state === "offline" && connection.gaveUp && navigator.onLine);
     sendButton.disabled = !canSend();
     generateButton.disabled = !canSend();
+    renderLoadOlder();
   }
 
   function handleConnect() {
@@ -509,6 +569,7 @@
   form.addEventListener("submit", handleSubmit);
   generateButton.addEventListener("click", handleGenerate);
   reconnectButton.addEventListener("click", reconnectNow);
+  loadOlderButton.addEventListener("click", loadOlder);
   window.addEventListener("online", handleBrowserOnline);
   window.addEventListener("offline", renderStatus);
   list.addEventListener("animationend", (event) => event.target.classList.remove("event-new"));

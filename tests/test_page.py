@@ -332,6 +332,44 @@ def test_page_catches_up_across_sync_pages(page, server, writer):
     assert page.problems == []
 
 
+def test_page_pages_back_through_history_with_load_older(page, server, writer):
+    from playwright.sync_api import expect
+
+    insert_rows(writer, 250, prefix="history")
+    page.goto(server.url)
+    summary = page.locator("#events-summary")
+    load_older = page.locator("#load-older")
+    expect_shown_ids(page, list(range(250, 150, -1)))  # the newest 100
+    expect(summary).to_have_text("Latest 100 events, older ones not loaded")
+    expect(load_older).to_be_visible()
+
+    load_older.click()
+    expect_shown_ids(page, list(range(250, 50, -1)))
+    expect(summary).to_have_text("Latest 200 events, older ones not loaded")
+    load_older.click()
+    expect_shown_ids(page, table_ids(writer))  # all 250, in id order
+    expect(summary).to_have_text("All 250 events")
+    expect(load_older).to_be_hidden()
+
+    new_id = insert_row(writer, "live after paging back")  # under the cap: kept
+    expect_shown_ids(page, [new_id, *range(250, 0, -1)])
+    expect(summary).to_have_text("All 251 events")
+    assert page.problems == []
+
+
+def test_page_says_all_rows_are_shown_when_there_are_no_older_ones(
+    page, server, writer
+):
+    from playwright.sync_api import expect
+
+    insert_rows(writer, 5, prefix="history")
+    page.goto(server.url)
+    expect_shown_ids(page, [5, 4, 3, 2, 1])
+    expect(page.locator("#events-summary")).to_have_text("All 5 events")
+    expect(page.locator("#load-older")).to_be_hidden()
+    assert page.problems == []
+
+
 def test_page_keeps_live_changes_made_during_a_catch_up(page, server, writer):
     from playwright.sync_api import expect
 
