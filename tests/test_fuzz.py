@@ -41,7 +41,15 @@ EVENT_ARGS = st.one_of(
 )
 SYNC_ARGS = st.one_of(
     st.tuples(
-        st.fixed_dictionaries({}, optional={"after": JSON | HUGE, "limit": JSON | HUGE})
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "after": JSON | HUGE,
+                "before": JSON | HUGE,
+                "cursor": JSON | HUGE,
+                "limit": JSON | HUGE,
+            },
+        )
     ),
     st.lists(JSON, max_size=3).map(tuple),
 )
@@ -81,9 +89,19 @@ def test_fuzz_event_and_sync(serve_app, sio_client, writer):
     @given(args=SYNC_ARGS)
     def fuzz_sync(args):
         answer = fuzzer.call("sync", *args)
-        if answer.get("ok") is True:
-            assert set(answer) == {"ok", "events", "more", "feed"}
+        if answer.get("ok") is True and answer.get("reset"):
+            assert set(answer) - {"reason"} == {"ok", "reset", "message", "feed"}
+            assert 0 < len(answer["message"]) < 300
+        elif answer.get("ok") is True:
+            assert set(answer) - {"reason"} == {
+                "ok",
+                "events",
+                "more",
+                "cursor",
+                "feed",
+            }
             assert isinstance(answer["events"], list)
+            assert isinstance(answer["cursor"], str)
         else:
             assert well_formed_refusal(answer), answer
 

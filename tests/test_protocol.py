@@ -34,15 +34,33 @@ def test_event_text_refusals_say_why(args, message):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (({"after": None},), (None, 100)),
-        (({},), (None, 100)),
-        ((None,), (None, 100)),
-        (({"after": 0, "limit": 1},), (0, 1)),
-        (({"after": 2**63 - 1, "limit": 1000},), (2**63 - 1, 1000)),
+        (({"after": None},), protocol.SyncRequest(100)),
+        (({},), protocol.SyncRequest(100)),
+        ((None,), protocol.SyncRequest(100)),
+        (({"after": 0, "limit": 1},), protocol.SyncRequest(1, after=0)),
+        (
+            ({"after": 2**63 - 1, "limit": 1000},),
+            protocol.SyncRequest(1000, after=2**63 - 1),
+        ),
+        (({"before": 50},), protocol.SyncRequest(100, before=50)),
+        (({"cursor": "c", "limit": 5},), protocol.SyncRequest(5, cursor="c")),
     ],
 )
 def test_sync_request_accepts(args, expected):
     assert protocol.sync_request(args, default_limit=100, max_limit=1000) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (({"after": 1, "cursor": "c"},), "one of 'after', 'before' or 'cursor'"),
+        (({"before": -1},), "'before' must be null or a whole number"),
+        (({"since": 1},), "does not know the field"),
+    ],
+)
+def test_sync_request_refusals_say_why(args, message):
+    with pytest.raises(protocol.InputError, match=message):
+        protocol.sync_request(args, default_limit=100, max_limit=1000)
 
 
 def test_wire_row_for_truncate_has_null_fields():

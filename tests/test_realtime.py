@@ -130,6 +130,7 @@ def test_sync_returns_the_latest_page_then_pages_forward(
 
 def test_sync_on_an_empty_table(gunicorn_process, sio_client):
     answer = sio_client(gunicorn_process.url).call("sync", {"after": None})
+    assert isinstance(answer.pop("cursor"), str)
     assert answer == {"ok": True, "events": [], "more": False, "feed": "live"}
 
 

@@ -6,11 +6,14 @@ Wire protocol (namespace /events). A row is {"id": int, "op": str,
 
 Client to server, each answered with an ack:
   event  "text"  -> {"ok": true, "id": n} | {"ok": false, "error": why}
-  sync   {"after": n|null, "limit": k}
-         -> {"ok": true, "events": [row...], "more": b,
+  sync   {"after": n|null | "before": n | "cursor": c, "limit": k}
+         -> {"ok": true, "events": [row...], "more": b, "cursor": c,
              "feed": "live"|"offline"|"stalled", "reason": why (when not live)}
          after n: rows with id > n, ascending; more: further rows follow.
          after null: the newest k rows, ascending; more: older rows exist.
+         before n: the k rows with id < n, ascending; more: older rows exist.
+         cursor c: changes since c as rows with a version (docs/RESUME.md);
+         a cursor it cannot use -> {"ok": true, "reset": true, "message": why}
 Server to client:
   events [row, ...]   every change, in commit order, batched per listener drain
   resync {}           the server may have missed changes: catch up with sync
@@ -27,7 +30,7 @@ from flask_socketio import ConnectionRefusedError, Namespace
 from socketio import packet
 from sqlalchemy.exc import DBAPIError
 
-from ..database import errors, queries
+from ..database import errors, positions, queries
 from ..extensions import db, socketio
 from ..service.process_feed import NAMESPACE
 from . import protocol
@@ -151,17 +154,26 @@ class EventsNamespace(Namespace):
         return protocol.ok(id=new_id)
 
     def on_sync(self, *args):
-        after, limit = protocol.sync_request(
+        request = protocol.sync_request(
             args,
             current_app.config["FEED_HISTORY_LIMIT"],
             current_app.config["FEED_SYNC_MAX_LIMIT"],
         )
-        if after is None:
-            rows, more = queries.latest_events(db.session, limit)
-        else:
-            rows, more = queries.events_after(db.session, after, limit)
         feed = current_app.extensions["feed"].feed_fields()
-        return protocol.ok(events=rows, more=more, **feed)
+        epoch = positions.epoch(db.session)
+        if request.cursor is not None:
+            return protocol.ok(**_resume(request, epoch), **feed)
+        # Read before the rows: every change below it is in what follows.
+        cursor = positions.Position(queries.watermark(db.session), 0).cursor(epoch)
+        if request.before is not None:
+            rows, more = queries.events_before(
+                db.session, request.before, request.limit
+            )
+        elif request.after is None:
+            rows, more = queries.latest_events(db.session, request.limit)
+        else:
+            rows, more = queries.events_after(db.session, request.after, request.limit)
+        return protocol.ok(events=rows, more=more, cursor=cursor, **feed)
 
     def _database_error(self, sid, event, exc):
         if errors.is_unavailable(exc):
@@ -182,6 +194,26 @@ class EventsNamespace(Namespace):
         log.info("refused %s from %s: %s", event, sid, reason)
         self.state.metrics.refused.labels(event).inc()
         return protocol.error(reason)
+
+
+def _history(request):
+    """(rows, more) of a `sync` by id: the newest rows, or after or before an id."""
+    if request.before is not None:
+        return queries.events_before(db.session, request.before, request.limit)
+    if request.after is None:
+        return queries.latest_events(db.session, request.limit)
+    return queries.events_after(db.session, request.after, request.limit)
+
+
+def _resume(request, epoch):
+    """The answer to `sync {"cursor": c}`: what follows c, or a reset."""
+    try:
+        position = positions.parse(request.cursor, epoch)
+    except positions.CursorReset as exc:
+        return {"reset": True, "message": f"{exc}: sync with after null"}
+    page = positions.changes_after(db.session, position, request.limit)
+    cursor = page.next_position.cursor(epoch)
+    return {"events": page.rows, "more": page.more, "cursor": cursor}
 
 
 def _address():

@@ -1,6 +1,7 @@
 """The /events wire protocol: checking what clients send, shaping what they get."""
 
 import re
+from dataclasses import dataclass
 
 MAX_ID = 2**63 - 1  # bigserial's ceiling
 
@@ -41,23 +42,43 @@ def event_text(args, max_chars):
     return text
 
 
+@dataclass(frozen=True)
+class SyncRequest:
+    """What a `sync` asks for: one of after (None: the newest rows), before or
+    cursor, and how many rows a page may hold."""
+
+    limit: int
+    after: int | None = None
+    before: int | None = None
+    cursor: object = None  # as sent: whether it is a valid cursor is checked later
+
+
+SYNC_FIELDS = ("after", "before", "cursor")
+
+
 def sync_request(args, default_limit, max_limit):
-    """(after, limit) of a `sync` message, or InputError saying what is wrong."""
+    """The SyncRequest of a `sync` message, or InputError saying what is wrong."""
     request = _single_argument(args, "sync", '{"after": <id or null>}')
     if request is None:
         request = {}
     if not isinstance(request, dict):
         raise InputError(f"sync takes an object, not {_json_type(request)}")
-    unknown = sorted(set(request) - {"after", "limit"})
+    unknown = sorted(set(request) - {*SYNC_FIELDS, "limit"})
     if unknown:
         raise InputError(f"sync does not know the field(s) {', '.join(unknown)}")
-    after = request.get("after")
-    if after is not None and (not _is_int(after) or not 0 <= after <= MAX_ID):
-        raise InputError("sync 'after' must be null or a whole number 0 or more")
+    asked = [field for field in SYNC_FIELDS if field in request]
+    if len(asked) > 1:
+        raise InputError("sync takes one of 'after', 'before' or 'cursor', not both")
     limit = request.get("limit", default_limit)
     if not _is_int(limit) or not 1 <= limit <= max_limit:
         raise InputError(f"sync 'limit' must be a whole number from 1 to {max_limit}")
-    return after, limit
+    for field in ("after", "before"):
+        value = request.get(field)
+        if value is not None and (not _is_int(value) or not 0 <= value <= MAX_ID):
+            raise InputError(f"sync '{field}' must be null or a whole number 0 or more")
+    if "cursor" in request:
+        return SyncRequest(limit, cursor=request["cursor"])
+    return SyncRequest(limit, after=request.get("after"), before=request.get("before"))
 
 
 def wire_row(notification):

@@ -10,14 +10,20 @@ HEALTH_CHECK = "SELECT 1"
 
 _INSERT_EVENT = text("INSERT INTO events (event) VALUES (:event) RETURNING id")
 _LATEST_EVENTS = text(
-    "SELECT id, event, created_at FROM "
-    "(SELECT id, event, created_at FROM events ORDER BY id DESC LIMIT :limit) AS page "
-    "ORDER BY id"
+    "SELECT id, event, created_at, feed_seq FROM "
+    "(SELECT id, event, created_at, feed_seq FROM events ORDER BY id DESC "
+    "LIMIT :limit) AS page ORDER BY id"
 )
 _EVENTS_AFTER = text(
-    "SELECT id, event, created_at FROM events WHERE id > :after "
+    "SELECT id, event, created_at, feed_seq FROM events WHERE id > :after "
     "ORDER BY id LIMIT :limit"
 )
+_EVENTS_BEFORE = text(
+    "SELECT id, event, created_at, feed_seq FROM "
+    "(SELECT id, event, created_at, feed_seq FROM events WHERE id < :before "
+    "ORDER BY id DESC LIMIT :limit) AS page ORDER BY id"
+)
+_WATERMARK = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
 _ROWS_BY_ID = "SELECT to_json(t) FROM {table} AS t WHERE t.id = ANY(%s)"
 
 
@@ -40,6 +46,17 @@ def events_after(session, after, limit):
     return [_wire_row(row) for row in rows[:limit]], len(rows) > limit
 
 
+def events_before(session, before, limit):
+    """Up to `limit` rows with id < before, ascending, plus whether older ones exist."""
+    rows = session.execute(_EVENTS_BEFORE, {"before": before, "limit": limit + 1}).all()
+    return [_wire_row(row) for row in rows[-limit:]], len(rows) > limit
+
+
+def watermark(session):
+    """The snapshot's xmin: every change with a lower xid is final (docs/RESUME.md)."""
+    return int(session.execute(_WATERMARK).scalar_one())
+
+
 def rows_by_id(table):
     """Rows of `table` as JSON objects, for a list of ids bound as the parameter."""
     return sql.SQL(_ROWS_BY_ID).format(table=sql.Identifier(table))
@@ -58,6 +75,7 @@ def _wire_row(row):
         "op": "INSERT",
         "event": row.event,
         "created_at": row.created_at.astimezone(UTC).isoformat(),
+        "version": row.feed_seq,
     }
 
 

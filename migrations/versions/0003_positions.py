@@ -10,7 +10,9 @@ database, or from before the schema was made again, is told to start over.
 docs/RESUME.md explains why a reader that trusts only positions below the
 snapshot's xmin skips nothing. A writer needs no grant for any of it: the
 sequence is usable by all, and feed_removals is written by a SECURITY DEFINER
-function (the migration's role), so the feed never makes a write fail.
+function (the migration's role), so the feed never makes a write fail. Every
+role may read feed_removals (table names, ids and times of removals) and
+feed_epoch, so the app's role needs no new grant to answer cursors.
 
 Rows already in the table get positions as the columns are added (the
 migration's transaction id, then the sequence in table order).
@@ -93,6 +95,8 @@ UPGRADE = (
     )
     """,
     "INSERT INTO feed_epoch DEFAULT VALUES",
+    # A role that may read events may resume: no grant to add for the app.
+    "GRANT SELECT ON feed_removals, feed_epoch TO PUBLIC",
 )
 
 DOWNGRADE = (
