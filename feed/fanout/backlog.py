@@ -160,11 +160,13 @@ class BroadcastPacket(eio_packet.Packet):
     built once, by whichever client's writer needs them first.
     """
 
+    text_class = FramedText  # text that carries its WebSocket frame, built once
+
     def encode(self, b64=False):
         try:
             return self._encoded
         except AttributeError:
-            self._encoded = FramedText(super().encode(b64))
+            self._encoded = self.text_class(super().encode(b64))
             return self._encoded
 
 
@@ -172,12 +174,7 @@ class QueuedBroadcast(BroadcastPacket):
     """A broadcast each client's writer frames and sends itself (FEED_FAST_FANOUT
     off): python-engineio's own way, with the backlog bound kept."""
 
-    def encode(self, b64=False):
-        try:
-            return self._encoded
-        except AttributeError:
-            self._encoded = eio_packet.Packet.encode(self, b64)
-            return self._encoded
+    text_class = str
 
 
 # An empty broadcast: queued after a partial direct write so that the writer
