@@ -47,6 +47,7 @@ class FeedClient:
         self, url, transports=("websocket",), reconnection=False, **connect_options
     ):
         self.messages = []
+        self.cursors = []  # each events message's cursor, in arrival order
         self.resyncs = 0
         self.sio = _InOrderClient(
             reconnection=reconnection, reconnection_delay=0.2, reconnection_delay_max=1
@@ -65,8 +66,9 @@ class FeedClient:
             self.url, namespaces=[NAMESPACE], wait_timeout=10, **self.connect_options
         )
 
-    def _on_events(self, rows):
+    def _on_events(self, rows, cursor=None):
         self.messages.append(rows)
+        self.cursors.append(cursor)
 
     def _on_resync(self, data=None):
         self.resyncs += 1
@@ -129,7 +131,7 @@ class CatchUpClient(FeedClient):
         super().__init__(url, **options)
         self._worker.start()
 
-    def _on_events(self, rows):
+    def _on_events(self, rows, cursor=None):
         self.messages.append(rows)
         with self._lock:
             for row in rows:
