@@ -61,6 +61,15 @@ class Config:
     FEED_CLIENT_BACKLOG_BYTES = _int("FEED_CLIENT_BACKLOG_BYTES", 2**20)
     FEED_LISTENER_IDLE_CHECK = float(os.environ.get("FEED_LISTENER_IDLE_CHECK", 5))
     FEED_LISTENER_TIMEOUT = float(os.environ.get("FEED_LISTENER_TIMEOUT", 5))
+    # Exact resume (docs/RESUME.md): how often the listener checks the log while
+    # changes flow (the cursor lags live rows by up to about twice this), and
+    # how long and how many DELETE/TRUNCATE records are kept for cursors.
+    FEED_CONFIRM_INTERVAL = float(os.environ.get("FEED_CONFIRM_INTERVAL", 1))
+    FEED_REMOVALS_KEEP_SECONDS = float(
+        os.environ.get("FEED_REMOVALS_KEEP_SECONDS", 7 * 24 * 3600)
+    )
+    FEED_REMOVALS_KEEP_COUNT = _int("FEED_REMOVALS_KEEP_COUNT", 1_000_000)
+    FEED_TRIM_INTERVAL = float(os.environ.get("FEED_TRIM_INTERVAL", 60))
     FEED_DELIVERY_CHECK_INTERVAL = float(
         os.environ.get("FEED_DELIVERY_CHECK_INTERVAL", 30)
     )

@@ -48,17 +48,19 @@ def test_upgrade_downgrade_upgrade_again(empty_database):
             "function feed_notify",
             "function feed_position",
             "function feed_record_removal",
+            "function feed_trim_removals",
             "table alembic_version",
             "table events",
             "table events_id_seq",
             "table feed_change_seq",
             "table feed_epoch",
             "table feed_removals",
+            "table feed_trimmed",
+            "trigger events_log_removal",
+            "trigger events_log_truncate",
             "trigger events_notify",
             "trigger events_notify_truncate",
             "trigger events_position",
-            "trigger events_record_removal",
-            "trigger events_record_truncate",
         ]
         downgrade(revision="base")
         assert relations(empty_database) == ["table alembic_version"]
@@ -127,12 +129,27 @@ def test_trigger_sends_every_op_with_the_row(writer, listening, text):
     assert update["row"]["event"] == text + "!"
     assert delete["row"]["event"] == text + "!"
     assert insert["row"]["created_at"].endswith("+00:00")
+    # Versions rise with each change; a DELETE's is its removal record's.
+    versions = [insert["row"]["feed_seq"], update["row"]["feed_seq"], delete["version"]]
+    assert versions == sorted(set(versions))
+    assert delete["version"] == removal_seq(writer, "DELETE", new_id)
+
+
+def removal_seq(writer, op, row_id=None):
+    with writer.cursor() as cursor:
+        cursor.execute(
+            "SELECT max(feed_seq) FROM feed_removals WHERE op = %s "
+            "AND row_id IS NOT DISTINCT FROM %s",
+            (op, row_id),
+        )
+        return cursor.fetchone()[0]
 
 
 def test_trigger_sends_truncate_once_per_statement(writer, listening):
     with writer.cursor() as cursor:
         cursor.execute("TRUNCATE events")
-    assert listening(1) == [{"table": "events", "op": "TRUNCATE"}]
+    version = removal_seq(writer, "TRUNCATE")
+    assert listening(1) == [{"table": "events", "op": "TRUNCATE", "version": version}]
 
 
 def test_large_row_commits_and_its_notification_leaves_the_row_out(writer, listening):

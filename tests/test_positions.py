@@ -73,14 +73,25 @@ def test_a_late_commit_of_a_lower_id_is_not_skipped(reader, writer, late_writer)
         (late_id,) = cursor.fetchone()
     early_id = insert_row(writer, "early")
     assert late_id < early_id
-    rows, position = reader.catch_up(reader.start)
-    assert ops(rows) == []  # the open transaction holds the watermark back
+    rows, held = reader.catch_up(reader.start)
+    # The open transaction holds the watermark back: "early" is not final,
+    # so it comes as settling, and the cursor stays below it.
+    assert ops(rows) == [("INSERT", early_id, "early")]
+    assert held.xid <= late_xid(late_writer)
     late_writer.commit()
-    rows, position = reader.catch_up(position)
+    rows, position = reader.catch_up(held)
     assert sorted(ops(rows)) == [
         ("INSERT", late_id, "late"),
         ("INSERT", early_id, "early"),
     ]
+    assert position > held
+    assert reader.catch_up(position)[0] == []  # both final now: never again
+
+
+def late_xid(connection):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id()::text")
+        return int(cursor.fetchone()[0])
 
 
 def test_updates_and_deletes_of_old_rows_after_the_cursor_come_back(reader, writer):

@@ -66,6 +66,8 @@ def test_writes_from_another_connection_reach_every_client(three_clients, writer
             ("DELETE", new_id, "edited"),
             ("TRUNCATE", None, None),
         ]
+        versions = [row["version"] for row in feed_client.rows()]
+        assert versions == sorted(set(versions))
 
 
 def test_rows_of_one_transaction_arrive_complete_in_order_and_batched(

@@ -165,14 +165,7 @@ class EventsNamespace(Namespace):
             return protocol.ok(**_resume(request, epoch), **feed)
         # Read before the rows: every change below it is in what follows.
         cursor = positions.Position(queries.watermark(db.session), 0).cursor(epoch)
-        if request.before is not None:
-            rows, more = queries.events_before(
-                db.session, request.before, request.limit
-            )
-        elif request.after is None:
-            rows, more = queries.latest_events(db.session, request.limit)
-        else:
-            rows, more = queries.events_after(db.session, request.after, request.limit)
+        rows, more = _history(request)
         return protocol.ok(events=rows, more=more, cursor=cursor, **feed)
 
     def _database_error(self, sid, event, exc):
@@ -209,9 +202,9 @@ def _resume(request, epoch):
     """The answer to `sync {"cursor": c}`: what follows c, or a reset."""
     try:
         position = positions.parse(request.cursor, epoch)
+        page = positions.changes_after(db.session, position, request.limit)
     except positions.CursorReset as exc:
         return {"reset": True, "message": f"{exc}: sync with after null"}
-    page = positions.changes_after(db.session, position, request.limit)
     cursor = page.next_position.cursor(epoch)
     return {"events": page.rows, "more": page.more, "cursor": cursor}
 

@@ -15,7 +15,7 @@ from collections import deque
 import psycopg2
 from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
 
-from . import notifications, queries
+from . import notifications, positions, queries
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ class Listener:
     on_state(listening) runs when LISTEN is lost (False) and back (True).
     tables: the tables whose notifications are delivered (None: all); others
     are dropped before any row is read back.
+    reader: a positions.LiveReader. With one, on_batch(rows, cursor) gets wire
+    rows with versions, none twice, and the confirmed cursor; and the thread
+    confirms against the log every confirm_interval while changes flow, on its
+    idle check, and after every (re)connect, sending what NOTIFY missed.
     The connection is asynchronous so that every wait on it has a deadline: a
     silently dead network is found by the health query on idle, within
     idle_check + timeout seconds.
@@ -58,11 +62,16 @@ class Listener:
         on_batch,
         on_state=None,
         tables=None,
+        reader=None,
+        confirm_interval=1.0,
         idle_check=5.0,
         timeout=5.0,
     ):
         self.dsn = dsn
         self.tables = None if tables is None else frozenset(tables)
+        self.reader = reader
+        self.confirm_interval = confirm_interval
+        self._next_confirm = 0.0
         self.channel = channel
         self.on_batch = on_batch
         self.on_state = on_state or (lambda listening: None)
@@ -150,8 +159,28 @@ class Listener:
         self._conn.notifies = deque()
         self._query(queries.SET_UTC)
         self._query(queries.listen_statement(self.channel))
+        if self.reader is not None:
+            self._start_reader()
         self.state = "listening"
         self._ready.set()
+
+    def _start_reader(self):
+        try:
+            self.reader.start(self._query)
+        except (
+            psycopg2.errors.UndefinedTable,
+            psycopg2.errors.UndefinedFunction,
+        ) as exc:
+            # Not the app's database (or not migrated): LISTEN still works, so
+            # the delivery check can say what is wrong; nothing to confirm.
+            log.error(
+                "listener on %r: its database has no feed schema (%s): live rows "
+                "go out without a cursor; point LISTENER_DATABASE_URL at the "
+                "app's database, or run flask db upgrade",
+                self.channel,
+                str(exc).strip().splitlines()[0],
+            )
+            self.reader.without_log()
 
     def _lost(self, exc):
         was_listening = self._ready.is_set()
@@ -222,20 +251,41 @@ class Listener:
             return cursor.fetchall() if cursor.description else None
 
     def _listen(self):
+        if self.reader is not None:
+            self._confirm()  # what committed while it was not listening
         while True:
             if not self._conn.notifies:
                 ready, _, _ = select.select(
-                    [self._conn, self._wake_read], [], [], self.idle_check
+                    [self._conn, self._wake_read], [], [], self._select_timeout()
                 )
                 if self._wake_read in ready:
                     raise Stopping
                 if ready:
                     self._conn.poll()
+                elif self.reader is not None:
+                    self._confirm()  # also the health check
                 else:
                     # Any query can move pending notifications into
                     # conn.notifies; the loop drains them before selecting.
                     self._query(queries.HEALTH_CHECK)
             self._deliver(self._drain())
+            if self.reader is not None and self._confirm_due():
+                self._confirm()
+
+    def _select_timeout(self):
+        if self.reader is None or not self.reader.busy():
+            return self.idle_check
+        return max(0.0, self._next_confirm - time.monotonic())
+
+    def _confirm_due(self):
+        return self.reader.busy() and time.monotonic() >= self._next_confirm
+
+    def _confirm(self):
+        """Check the log: send what NOTIFY missed, then move the cursor."""
+        self._next_confirm = time.monotonic() + self.confirm_interval
+        rows, moved = self.reader.confirm(self._query, self._rows_by_id)
+        if rows or moved:
+            self._hand_over(rows)
 
     def _drain(self):
         notifies = self._conn.notifies
@@ -253,12 +303,23 @@ class Listener:
         if missing:
             found = {table: self._rows_by_id(table, i) for table, i in missing.items()}
             batch = notifications.fill_rows(batch, found)
+        if self.reader is not None:
+            rows = self.reader.live([positions.wire_row(n) for n in batch])
+            if rows:
+                self._hand_over(rows)
+            return
         if not batch:
             return
         try:
             self.on_batch(batch)
         except Exception:
             log.exception("on_batch callback failed on %d notifications", len(batch))
+
+    def _hand_over(self, rows):
+        try:
+            self.on_batch(rows, self.reader.cursor)
+        except Exception:
+            log.exception("on_batch callback failed on %d rows", len(rows))
 
     def _decode(self, notify):
         """The notification, if it is one of the tables this listener feeds."""

@@ -8,6 +8,7 @@ it, in position order, each row as it is now with its version. docs/RESUME.md
 has the argument.
 """
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -35,12 +36,6 @@ class Position:
         return f"{epoch}.{self.xid}.{self.seq}"
 
 
-def epoch(session):
-    """This database's epoch: its migration id, cluster and database, hashed."""
-    parts = "/".join(queries.epoch_parts(session))
-    return hashlib.sha256(parts.encode()).hexdigest()[:16]
-
-
 def parse(cursor, current_epoch):
     """The Position of a cursor, or CursorReset saying why it cannot be used."""
     match = _CURSOR.match(cursor) if isinstance(cursor, str) else None
@@ -65,22 +60,39 @@ class Changes:
     next_position: Position
 
 
+SETTLING_MAX = 10_000  # changes a last page may add past a long-open transaction
+
+
 def changes_after(session, position, limit):
     """Up to `limit` changes after `position` that are final, and what follows.
 
     Each row: {"id", "op", "event", "created_at", "version"}; op INSERT for a row
     as it is now (inserted or updated since), DELETE, or TRUNCATE (id None).
+    The last page (more false) also carries the changes that committed after
+    the watermark (an older transaction is still open): a client that came
+    after they went out live has them, while its cursor stays at the watermark.
+    CursorReset when the removal log was trimmed past `position`, or when more
+    than SETTLING_MAX changes wait behind an open transaction.
     """
-    watermark, found = queries.changes_since(
+    watermark, trimmed, found = queries.changes_since(
         session, position.xid, position.seq, limit + 1
     )
+    if trimmed:
+        raise CursorReset("the feed no longer keeps changes that far back")
     page, more = found[:limit], len(found) > limit
     if more:
         last = page[-1]
-        next_position = Position(last[0], last[1])
-    else:
-        next_position = max(position, Position(watermark, 0))
-    return Changes([_row(change) for change in page], more, next_position)
+        return Changes([_row(c) for c in page], True, Position(last[0], last[1]))
+    next_position = max(position, Position(watermark, 0))
+    settling = queries.settling_since(
+        session, watermark, next_position.xid, next_position.seq, SETTLING_MAX + 1
+    )
+    if len(settling) > SETTLING_MAX:
+        raise CursorReset(
+            f"more than {SETTLING_MAX} changes are waiting behind a long-open "
+            "transaction"
+        )
+    return Changes([_row(c) for c in page + settling], False, next_position)
 
 
 def _row(change):
@@ -94,3 +106,189 @@ def _row(change):
         else created_at.astimezone(UTC).isoformat(),
         "version": seq,
     }
+
+
+class LiveReader:
+    """The live stream's bookkeeping: versions on every row, nothing twice, a
+    confirmed cursor, and what NOTIFY missed (docs/RESUME.md, "Live").
+
+    Notifications are the live stream: live() turns each into a wire row with
+    its version and drops one already sent. confirm(), run by the listener
+    every confirm interval while changes flow (and on its idle check), reads
+    from the log what became visible since its previous read: the changes of
+    the read before that which were not sent by now are sent from the log
+    (NOTIFY lost them, or they came while the listener was away), and only
+    then does the cursor move to that read's watermark. So every change below
+    the cursor went out before the cursor did; and a live row never waits on
+    the watermark.
+    """
+
+    def __init__(self, tables, on_recovered=None):
+        self.tables = tuple(tables)
+        self.on_recovered = on_recovered or (lambda count: None)
+        self.epoch = None
+        self.snapshot = None  # the previous read's snapshot
+        self.cursor = None  # the confirmed cursor, text
+        self.candidates = []  # the previous read's changes: (table, id, op, seq)
+        self.uncovered = False  # rows went out since the cursor last went out
+        self.sent_recently = False  # rows went out since the last confirm
+        self._sent = [{}, {}]  # {(table, id): version} sent, this and last round
+        self._truncated = {}  # {table: version} of the last TRUNCATE sent
+
+    def start(self, query):
+        """On every (re)connect: note the epoch; the first time, where to begin.
+
+        A changed epoch (another database behind the same address) starts
+        again from now.
+        """
+        current = epoch_of(query(queries.EPOCH_PARTS)[0])
+        changed = current != self.epoch
+        self.epoch = current
+        if self.snapshot is None or changed:
+            self.snapshot = query(queries.CURRENT_SNAPSHOT)[0][0]
+            self.candidates = []
+            self.cursor = Position(_xmin(self.snapshot), 0).cursor(self.epoch)
+
+    def without_log(self):
+        """No feed schema on this connection: rows go out, no cursor, no checks."""
+        self.cursor = None
+        self.candidates = []
+        self.snapshot = None
+        self.epoch = None
+
+    def live(self, rows):
+        """The wire rows not sent yet, in the order given; remembers them."""
+        fresh = [row for row in rows if self._is_new(row)]
+        if fresh:
+            self.uncovered = self.sent_recently = True
+        return fresh
+
+    def busy(self):
+        """True while a confirm may send something or move the cursor past rows."""
+        return self.snapshot is not None and (self.uncovered or bool(self.candidates))
+
+    def confirm(self, query, read_rows):
+        """(rows, announce): what NOTIFY missed, and whether the cursor, moved
+        past rows that went out, should go out even with no rows.
+
+        read_rows(table, ids) -> {id: row as JSON}: the current rows (a row gone
+        since was deleted, and its DELETE comes by a later read).
+        """
+        previous = self.snapshot
+        if previous is None:  # without_log()
+            return [], False
+        result = query(self._statement, {"prev": previous, "tables": list(self.tables)})
+        missed = self._missed(self.candidates, read_rows)
+        self.candidates = [
+            (table, row_id, op, seq) for _s, table, seq, op, row_id in result if seq
+        ]
+        self.snapshot = result[0][0]
+        self._sent = [{}, self._sent[0]]
+        cursor = Position(_xmin(previous), 0).cursor(self.epoch)
+        moved, self.cursor = cursor != self.cursor, cursor
+        announce = moved and (self.uncovered or bool(missed))
+        if announce:  # rows sent since `previous` may still lie beyond it
+            self.uncovered = self.sent_recently
+        self.sent_recently = False
+        return missed, announce
+
+    def _missed(self, candidates, read_rows):
+        unsent = [c for c in candidates if not self._was_sent(*c)]
+        wanted = {}
+        for table, row_id, op, _seq in unsent:
+            if op == "CHANGE":
+                wanted.setdefault(table, set()).add(row_id)
+        found = {table: read_rows(table, ids) for table, ids in wanted.items()}
+        rows = []
+        for table, row_id, op, seq in unsent:
+            if op != "CHANGE":
+                rows.append(removal_row(table, op, row_id, seq))
+            elif row_id in found[table]:
+                rows.append(row_from_json(table, "INSERT", found[table][row_id]))
+        recovered = [row for row in rows if self._is_new(row)]
+        if recovered:
+            self.on_recovered(len(recovered))
+        return recovered
+
+    def _was_sent(self, table, row_id, op, seq):
+        if op == "TRUNCATE":
+            return self._truncated.get(table, -1) >= seq
+        return self._sent_version(table, row_id) >= seq
+
+    def _sent_version(self, table, row_id):
+        key = (table, row_id)
+        return max(self._sent[0].get(key, -1), self._sent[1].get(key, -1))
+
+    def _is_new(self, row):
+        table, version = row.pop("table"), row["version"]
+        if version is None:  # a schema without positions: nothing to compare
+            return True
+        if row["op"] == "TRUNCATE":
+            if self._truncated.get(table, -1) >= version:
+                return False
+            self._truncated[table] = version
+            return True
+        if version < self._truncated.get(table, -1):
+            return False
+        if self._sent_version(table, row["id"]) >= version:
+            return False
+        self._sent[0][(table, row["id"])] = version
+        return True
+
+    @functools.cached_property
+    def _statement(self):
+        return queries.visible_since(self.tables)
+
+
+def wire_row(notification):
+    """The wire row (with "table", which live() takes off) of a notification."""
+    op, row = notification["op"], notification.get("row") or {}
+    version = notification.get("version", row.get("feed_seq"))
+    if op == "TRUNCATE":
+        return removal_row(notification["table"], op, None, version)
+    return {
+        "table": notification["table"],
+        "id": notification.get("id"),
+        "op": op,
+        "event": row.get("event"),
+        "created_at": row.get("created_at"),
+        "version": version,
+    }
+
+
+def row_from_json(table, op, row):
+    """The wire row of a row read as JSON (to_json of the table's row)."""
+    return {
+        "table": table,
+        "id": row["id"],
+        "op": op,
+        "event": row.get("event"),
+        "created_at": row.get("created_at"),
+        "version": row.get("feed_seq"),
+    }
+
+
+def removal_row(table, op, row_id, seq):
+    """The wire row of a DELETE or TRUNCATE."""
+    return {
+        "table": table,
+        "id": row_id,
+        "op": op,
+        "event": None,
+        "created_at": None,
+        "version": seq,
+    }
+
+
+def _xmin(snapshot_text):
+    return int(snapshot_text.split(":", 1)[0])
+
+
+def epoch(session):
+    """This database's epoch: its migration id, cluster and database, hashed."""
+    return epoch_of(queries.epoch_parts(session))
+
+
+def epoch_of(parts):
+    """The epoch of (migration id, cluster system identifier, database oid)."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]

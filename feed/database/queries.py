@@ -93,9 +93,11 @@ def check_database(session):
 
 
 # Positions (docs/RESUME.md). One statement, one snapshot: the watermark (the
-# snapshot's xmin) and the changes below it are read together.
+# snapshot's xmin), the trim mark and the changes below the watermark are read
+# together.
 _CHANGES_SINCE = text(
     "WITH mark AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), "
+    "trim AS (SELECT feed_xid, feed_seq FROM feed_trimmed), "
     "changes AS ("
     " SELECT * FROM ("
     "  SELECT e.feed_xid AS xid, e.feed_seq AS seq, 'CHANGE' AS op, e.id,"
@@ -110,20 +112,99 @@ _CHANGES_SINCE = text(
     "   AND (r.feed_xid, r.feed_seq) > (CAST(:xid AS xid8), :seq)"
     "   AND r.feed_xid < mark.xmin"
     " ) AS both_kinds ORDER BY xid, seq LIMIT :limit) "
-    "SELECT mark.xmin::text AS watermark, changes.xid::text AS xid, changes.seq,"
+    "SELECT mark.xmin::text AS watermark,"
+    " (CAST(:xid AS xid8), :seq) < (trim.feed_xid, trim.feed_seq) AS trimmed,"
+    " changes.xid::text AS xid, changes.seq,"
     " changes.op, changes.id, changes.event, changes.created_at "
-    "FROM mark LEFT JOIN changes ON true ORDER BY changes.xid, changes.seq"
+    "FROM mark CROSS JOIN trim LEFT JOIN changes ON true "
+    "ORDER BY changes.xid, changes.seq"
 )
-_EPOCH = text(
+# Changes committed but not final yet (an older transaction is still open),
+# after a position: what a resume answer adds on its last page.
+_SETTLING_SINCE = text(
+    "SELECT * FROM ("
+    " SELECT e.feed_xid::text AS xid, e.feed_seq AS seq, 'CHANGE' AS op, e.id,"
+    "  e.event, e.created_at"
+    " FROM events AS e"
+    " WHERE e.feed_xid >= CAST(:watermark AS xid8)"
+    "  AND (e.feed_xid, e.feed_seq) > (CAST(:xid AS xid8), :seq)"
+    " UNION ALL"
+    " SELECT r.feed_xid::text, r.feed_seq, r.op, r.row_id, NULL, NULL"
+    " FROM feed_removals AS r"
+    " WHERE r.table_name = 'events' AND r.feed_xid >= CAST(:watermark AS xid8)"
+    "  AND (r.feed_xid, r.feed_seq) > (CAST(:xid AS xid8), :seq)"
+    ") AS both_kinds ORDER BY seq LIMIT :limit"
+)
+# What became visible since a snapshot `prev` (the listener's last read), in
+# one statement and so one snapshot: rows whose last writer is not visible in
+# prev, and removals likewise. Index scans from prev's xmax up and for prev's
+# in-progress xids; nothing older is looked at.
+_VISIBLE_SINCE = """
+WITH prev AS (SELECT CAST(%(prev)s AS pg_snapshot) AS s),
+running AS (SELECT pg_snapshot_xip(s) AS xid FROM prev)
+SELECT pg_current_snapshot()::text AS snapshot, c.table_name, c.seq, c.op, c.id
+FROM (SELECT 1) AS one LEFT JOIN (
+    {parts}
+    SELECT r.table_name, r.feed_seq, r.op, r.row_id
+    FROM feed_removals AS r, prev
+    WHERE r.feed_xid >= pg_snapshot_xmax(prev.s) AND r.table_name = ANY(%(tables)s)
+    UNION ALL
+    SELECT r.table_name, r.feed_seq, r.op, r.row_id
+    FROM feed_removals AS r
+    WHERE r.feed_xid IN (SELECT xid FROM running)
+      AND r.table_name = ANY(%(tables)s)
+) AS c ON true
+ORDER BY c.seq
+"""
+_VISIBLE_IN_TABLE = """
+    SELECT {name} AS table_name, t.feed_seq AS seq, 'CHANGE' AS op, t.id
+    FROM {table} AS t, prev WHERE t.feed_xid >= pg_snapshot_xmax(prev.s)
+    UNION ALL
+    SELECT {name}, t.feed_seq, 'CHANGE', t.id
+    FROM {table} AS t WHERE t.feed_xid IN (SELECT xid FROM running)
+    UNION ALL
+"""
+CURRENT_SNAPSHOT = "SELECT pg_current_snapshot()::text"
+_TRIM = text("SELECT feed_trim_removals(make_interval(secs => :age), :count, :batch)")
+
+
+def visible_since(tables):
+    """The statement reading what became visible in `tables` since a snapshot.
+
+    Parameters: prev (snapshot text) and tables (their names). Rows: (snapshot
+    now, table, seq, op, id), op CHANGE (the row's latest change), DELETE or
+    TRUNCATE (id null); one row of NULLs but the snapshot when nothing changed.
+    """
+    parts = sql.SQL("").join(
+        sql.SQL(_VISIBLE_IN_TABLE).format(
+            name=sql.Literal(table), table=sql.Identifier(table)
+        )
+        for table in tables
+    )
+    return sql.SQL(_VISIBLE_SINCE).format(parts=parts)
+
+
+def trim_removals(session, max_age_seconds, max_count, batch):
+    """Trim the removal log (migration 0005); the number of records removed."""
+    removed = session.execute(
+        _TRIM, {"age": max_age_seconds, "count": max_count, "batch": batch}
+    ).scalar_one()
+    session.commit()
+    return removed
+
+
+EPOCH_PARTS = (
     "SELECT e.epoch::text, s.system_identifier::text, d.oid::text "
     "FROM feed_epoch AS e, pg_control_system() AS s, pg_database AS d "
     "WHERE d.datname = current_database()"
 )
+_EPOCH = text(EPOCH_PARTS)
 
 
 def changes_since(session, xid, seq, limit):
-    """(watermark, rows): changes after position (xid, seq), below the watermark.
+    """(watermark, trimmed, rows): changes after (xid, seq) below the watermark.
 
+    trimmed: the removal log no longer holds everything after (xid, seq).
     rows: (xid, seq, op, id, event, created_at) in position order, op "CHANGE"
     for a row as it is now, "DELETE" or "TRUNCATE" for a removal.
     """
@@ -131,9 +212,23 @@ def changes_since(session, xid, seq, limit):
         _CHANGES_SINCE, {"xid": str(xid), "seq": seq, "limit": limit}
     ).all()
     watermark = int(result[0].watermark)
-    rows = [r for r in result if r.xid is not None]
-    return watermark, [
-        (int(r.xid), r.seq, r.op, r.id, r.event, r.created_at) for r in rows
+    return watermark, bool(result[0].trimmed), _changes(result)
+
+
+def settling_since(session, watermark, xid, seq, limit):
+    """Committed changes after (xid, seq) at or above the watermark, by seq."""
+    result = session.execute(
+        _SETTLING_SINCE,
+        {"watermark": str(watermark), "xid": str(xid), "seq": seq, "limit": limit},
+    ).all()
+    return _changes(result)
+
+
+def _changes(result):
+    return [
+        (int(r.xid), r.seq, r.op, r.id, r.event, r.created_at)
+        for r in result
+        if r.xid is not None
     ]
 
 

@@ -51,7 +51,7 @@ class BoundedManager(socketio.Manager):
         to=None,
         **kwargs,
     ):
-        special = callback or to or room or skip_sid or isinstance(data, tuple)
+        special = callback or to or room or skip_sid
         if special or namespace not in self.rooms:
             return super().emit(
                 event,
@@ -101,8 +101,10 @@ class BoundedManager(socketio.Manager):
             log.warning("broadcast to client %s failed: %r", sid, exc)
 
     def _encode(self, event, data, namespace):
+        # A tuple is several arguments, as python-socketio's emit takes them.
+        arguments = list(data) if isinstance(data, tuple) else [data]
         encoded = self.server.packet_class(
-            packet.EVENT, namespace=namespace, data=[event, data]
+            packet.EVENT, namespace=namespace, data=[event, *arguments]
         ).encode()
         packet_class = BroadcastPacket if self.fast else QueuedBroadcast
         return packet_class(eio_packet.MESSAGE, encoded)

@@ -35,12 +35,13 @@ class Relay:
         self._pending.put(_STOP)
         self._thread.join(timeout)
 
-    def rows(self, rows, drained_at):
+    def rows(self, rows, drained_at, cursor):
         """Queue rows for one `events` message (merged with rows already waiting).
 
-        drained_at: time.monotonic() when the listener drained them.
+        drained_at: time.monotonic() when the listener drained them; cursor: the
+        resume cursor that goes with them (a merged message carries the last).
         """
-        self._pending.put(("events", rows, drained_at))
+        self._pending.put(("events", Rows(rows, cursor), drained_at))
 
     def message(self, event, data):
         """Queue any other message, kept in order with the rows."""
@@ -75,15 +76,31 @@ class Relay:
         return items
 
     def _emit(self, event, data):
+        if isinstance(data, Rows):
+            data = (data.rows, data.cursor)  # events(rows, cursor)
         try:
             self.server.emit(event, data, namespace=self.namespace)
         except Exception:
             log.exception("emitting %s failed", event)
 
     def _count(self, rows, drained_at):
+        rows = rows.rows
         self.metrics.rows_emitted.inc(len(rows))
         self.metrics.rows_per_message.observe(len(rows))
         self.metrics.emit_delay.observe(time.monotonic() - drained_at)
+
+
+class Rows:
+    """The rows of one `events` message and the cursor that follows them."""
+
+    __slots__ = ("rows", "cursor")
+
+    def __init__(self, rows, cursor):
+        self.rows = rows
+        self.cursor = cursor
+
+    def __len__(self):
+        return len(self.rows)
 
 
 def _row_count(item):
@@ -104,9 +121,10 @@ def _merge_rows(items):
         if item is _STOP:
             merged.append((_STOP, None, None))
         elif item[0] == "events" and _can_extend(merged, len(item[1])):
-            merged[-1][1].extend(item[1])
+            merged[-1][1].rows.extend(item[1].rows)
+            merged[-1][1].cursor = item[1].cursor
         elif item[0] == "events":
-            merged.append(("events", list(item[1]), item[2]))
+            merged.append(("events", Rows(list(item[1].rows), item[1].cursor), item[2]))
         else:
             merged.append(item)
     return merged

@@ -39,6 +39,17 @@ class FeedMetrics:
             ["scope"],
             registry=registry,
         )
+        self.recovered = Counter(
+            "feed_rows_recovered_from_log",
+            "Rows the listener's check of the log sent because no notification "
+            "brought them (NOTIFY dropped them, or the listener was away)",
+            registry=registry,
+        )
+        self.trimmed = Counter(
+            "feed_removals_trimmed",
+            "DELETE and TRUNCATE records trimmed from feed_removals by this process",
+            registry=registry,
+        )
         self.inserts = Counter(
             "feed_inserts",
             "Rows inserted from clients' `event` messages",

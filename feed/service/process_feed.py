@@ -9,8 +9,8 @@ import logging
 import threading
 import time
 
-from ..clients import protocol
 from ..clients.security import AddressLimit, Tokens
+from ..database import positions
 from ..database.listener import Listener
 from ..database.urls import libpq_url
 from ..extensions import socketio
@@ -18,6 +18,7 @@ from ..fanout.relay import Relay
 from ..upstream import sessions
 from .delivery_check import DeliveryCheck
 from .metrics import FeedMetrics
+from .trimming import Trimmer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class ProcessFeed:
         self.listener = None
         self.relay = None
         self.delivery = None
+        self.trimmer = None
         self.announced = None
         self.announce_lock = threading.Lock()
         self.clients = {}
@@ -86,8 +88,10 @@ def start_feed(app, timeout=10.0):
         state.relay.start()
         state.listener = _new_listener(app.config, state)
         state.delivery = _new_delivery_check(app, state)
+        state.trimmer = _new_trimmer(app, state)
         listening = state.listener.start(timeout)
         state.delivery.start()
+        state.trimmer.start()
     if listening:
         state.delivery.wait_for_verdict(timeout + state.delivery.timeout)
     announce_state(state)
@@ -99,10 +103,11 @@ def stop_feed(app):
     state = app.extensions["feed"]
     with state.lock:
         if state.listener is not None:
+            state.trimmer.stop()
             state.delivery.stop()
             state.listener.stop()
             state.relay.stop()
-            state.listener = state.relay = state.delivery = None
+            state.listener = state.relay = state.delivery = state.trimmer = None
 
 
 def close_clients(timeout=2.0):
@@ -128,9 +133,9 @@ def close_clients(timeout=2.0):
 def _new_listener(config, state):
     url = config["LISTENER_DATABASE_URL"] or config["DATABASE_URL"]
 
-    def on_batch(batch):
-        state.metrics.notifications.inc(len(batch))
-        state.relay.rows([protocol.wire_row(n) for n in batch], time.monotonic())
+    def on_batch(rows, cursor):
+        state.metrics.notifications.inc(len(rows))
+        state.relay.rows(rows, time.monotonic(), cursor)
 
     def on_state(listening):
         if listening:
@@ -143,8 +148,21 @@ def _new_listener(config, state):
         on_batch=on_batch,
         on_state=on_state,
         tables=TABLES,
+        reader=positions.LiveReader(TABLES, on_recovered=state.metrics.recovered.inc),
+        confirm_interval=config["FEED_CONFIRM_INTERVAL"],
         idle_check=config["FEED_LISTENER_IDLE_CHECK"],
         timeout=config["FEED_LISTENER_TIMEOUT"],
+    )
+
+
+def _new_trimmer(app, state):
+    config = app.config
+    return Trimmer(
+        app,
+        interval=config["FEED_TRIM_INTERVAL"],
+        keep_seconds=config["FEED_REMOVALS_KEEP_SECONDS"],
+        keep_count=config["FEED_REMOVALS_KEEP_COUNT"],
+        on_trimmed=state.metrics.trimmed.inc,
     )
 
 

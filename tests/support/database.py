@@ -70,13 +70,16 @@ def migrate_to_head(url):
 
 
 def empty_quietly(url):
-    """Empty the events table without a TRUNCATE notification to running apps."""
+    """Empty the events table without a TRUNCATE notification to running apps,
+    and the removal log and its trim mark with it."""
     connection = psycopg2.connect(url)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute("ALTER TABLE events DISABLE TRIGGER USER")
             cursor.execute("TRUNCATE events RESTART IDENTITY")
             cursor.execute("ALTER TABLE events ENABLE TRIGGER USER")
+            cursor.execute("TRUNCATE feed_removals")
+            cursor.execute("UPDATE feed_trimmed SET feed_xid = '0', feed_seq = 0")
     finally:
         connection.close()
 
