@@ -59,8 +59,30 @@ def _create_database(server_url, name):
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
 
 
-def migrate(url):
-    """Apply pg-feed's migrations to the database at `url`."""
+@contextlib.contextmanager
+def sibling_database(url, name):
+    """Yield the URL of a new, empty database `name` on the server of `url`;
+    drop it after. The role of `url` needs CREATEDB."""
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    database = sql.Identifier(name)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL(_DROP_DATABASE).format(database))
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(database))
+    except psycopg2.Error as exc:
+        admin.close()
+        raise RuntimeError(f"could not create the database {name}: {exc}") from exc
+    try:
+        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL(_DROP_DATABASE).format(database))
+        admin.close()
+
+
+def migrate(url, revision="head"):
+    """Apply pg-feed's migrations, up to `revision`, to the database at `url`."""
     from flask_migrate import upgrade
 
     from feed import create_app
@@ -69,7 +91,7 @@ def migrate(url):
     app = create_app({"DATABASE_URL": url})
     with app.app_context():
         try:
-            upgrade()
+            upgrade(revision=revision)
         except SystemExit as exc:  # flask_migrate.upgrade() exits on errors
             raise RuntimeError("migrating the benchmark database failed") from exc
         db.engine.dispose()

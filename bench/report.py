@@ -1,6 +1,6 @@
 """The terminal table of a run (Markdown, so docs/BENCHMARKS.md can quote it)."""
 
-DASH = "—"
+from bench.markdown import number, percent, table
 
 
 def render(document):
@@ -42,17 +42,17 @@ def _latency(settings, latency):
     rows = [
         [
             system,
-            _number(values["p50_ms"], 2),
-            _number(values["p99_ms"], 2),
-            _number(values["max_ms"], 2),
-            _percent(values["arrived_before_commit_returned"]),
-            _number(values["commit_ms_median"], 2),
-            _number(values["server_cpu_percent"], 0),
-            _number(values["readers_cpu_percent"], 0),
+            number(values["p50_ms"], 2),
+            number(values["p99_ms"], 2),
+            number(values["max_ms"], 2),
+            percent(values["arrived_before_commit_returned"]),
+            number(values["commit_ms_median"], 2),
+            number(values["server_cpu_percent"], 0),
+            number(values["readers_cpu_percent"], 0),
         ]
         for system, values in latency.items()
     ]
-    return _table(title, header, rows)
+    return table(title, header, rows)
 
 
 def _throughput(settings, throughput):
@@ -66,17 +66,17 @@ def _throughput(settings, throughput):
     rows = [
         [
             system,
-            _number(values["clients"], 0),
-            _number(values["row_deliveries_per_s"], 0),
-            _number(values["drain_s"], 3),
-            _number(values["writer_rows_per_s"], 0),
-            _number(values["rows_per_message"], 1),
-            _number(values["server_cpu_percent"], 0),
-            _number(values["readers_cpu_percent"], 0),
+            number(values["clients"], 0),
+            number(values["row_deliveries_per_s"], 0),
+            number(values["drain_s"], 3),
+            number(values["writer_rows_per_s"], 0),
+            number(values["rows_per_message"], 1),
+            number(values["server_cpu_percent"], 0),
+            number(values["readers_cpu_percent"], 0),
         ]
         for system, values in throughput.items()
     ]
-    return _table(title, header, rows)
+    return table(title, header, rows)
 
 
 def _capacity(settings, capacity):
@@ -90,15 +90,15 @@ def _capacity(settings, capacity):
         [
             system,
             str(step["clients"]),
-            _number(step["rss_mb"], 0),
-            _number(step["threads"], 0),
-            _number(step["idle_cpu_percent"], 1),
-            _number(step["one_row_to_all_ms"], 1),
+            number(step["rss_mb"], 0),
+            number(step["threads"], 0),
+            number(step["idle_cpu_percent"], 1),
+            number(step["one_row_to_all_ms"], 1),
         ]
         for system, steps in capacity.items()
         for step in steps
     ]
-    return _table(title, header, rows)
+    return table(title, header, rows)
 
 
 def _ratios(ratios):
@@ -106,12 +106,12 @@ def _ratios(ratios):
     rows = [
         [
             name,
-            ", ".join(_number(v, 2) for v in values["per_round"]),
-            _number(values["median"], 2),
+            ", ".join(number(v, 2) for v in values["per_round"]),
+            number(values["median"], 2),
         ]
         for name, values in ratios.items()
     ]
-    return _table("Same-round ratios", header, rows)
+    return table("Same-round ratios", header, rows)
 
 
 def _targets(targets, settings_name):
@@ -121,12 +121,12 @@ def _targets(targets, settings_name):
     rows = [
         [
             t["target"],
-            _number(t["measured"], 2 if t["goal"] < 100 else 0),
+            number(t["measured"], 2 if t["goal"] < 100 else 0),
             "PASS" if t["pass"] else "MISS",
         ]
         for t in targets
     ]
-    return _table(title, ["target", "measured", "result"], rows)
+    return table(title, ["target", "measured", "result"], rows)
 
 
 def _counts(checks):
@@ -148,23 +148,3 @@ def _counts(checks):
             f"errors {check['errors']}"
         )
     return line
-
-
-def _table(title, header, rows):
-    lines = [title, "", _row(header), _row(["---"] * len(header))]
-    lines += [_row(row) for row in rows]
-    return "\n".join(lines)
-
-
-def _row(cells):
-    return "| " + " | ".join(cells) + " |"
-
-
-def _number(value, decimals):
-    if value is None:
-        return DASH
-    return f"{value:,.{decimals}f}"
-
-
-def _percent(value):
-    return DASH if value is None else f"{100 * value:.1f}%"

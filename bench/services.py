@@ -39,7 +39,7 @@ class ServerProcess:
     gunicorn, the worker), which is the one measured.
     """
 
-    def __init__(self, name, argv, env):
+    def __init__(self, name, argv, env, root=ROOT):
         self.name = name
         self.warnings = 0
         self.output = deque(maxlen=200)
@@ -47,7 +47,7 @@ class ServerProcess:
         self.ready_file = self.folder / "ready.json"
         self.process = subprocess.Popen(
             argv,
-            cwd=ROOT,
+            cwd=root,
             env={
                 **env,
                 "PYTHONUNBUFFERED": "1",
@@ -109,17 +109,13 @@ class ServerProcess:
         return code
 
 
-def start_pg_feed(database_url, system="pg-feed"):
+def start_pg_feed(database_url, system="pg-feed", root=ROOT):
     """pg-feed with its defaults, BENCH_FEED_* and the system's own settings:
-    `python app.py`, or gunicorn as `make serve` runs it in the system's mode."""
+    `python app.py`, or gunicorn as `make serve` runs it in the system's mode.
+    `root`: the folder of the pg-feed to run (another version's, exported)."""
     mode = SERVE_MODES.get(system)
-    inherited = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("FEED_") and name not in _PG_FEED_OWN
-    }
     env = {
-        **inherited,
+        **pg_feed_environment(),
         **pg_feed_overrides(),
         "DATABASE_URL": database_url,
         "HOST": "127.0.0.1",
@@ -129,12 +125,21 @@ def start_pg_feed(database_url, system="pg-feed"):
         **SYSTEM_SETTINGS.get(system, {}),
     }
     if mode is None:
-        return ServerProcess("pg-feed", [sys.executable, "app.py"], env)
+        return ServerProcess(system, [sys.executable, "app.py"], env, root)
     env["FEED_SERVER_MODE"] = mode
     if mode == "threaded":
         env.setdefault("FEED_THREADS", str(GTHREAD_THREADS))
     argv = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
     return ServerProcess(system, [*argv, "app:app"], env)
+
+
+def pg_feed_environment():
+    """This process's environment without FEED_* and pg-feed's own settings."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("FEED_") and name not in _PG_FEED_OWN
+    }
 
 
 def pg_feed_overrides():
