@@ -19,8 +19,9 @@ help:
 	@echo "make db       the embedded PostgreSQL alone, in the foreground until Ctrl-C"
 	@echo "make test     run the whole test suite (real PostgreSQL, real sockets)"
 	@echo "make lint     ruff check and format check"
-	@echo "make bench    benchmarks against a bare LISTEN and a Redis queue (docs/BENCHMARKS.md)"
-	@echo "make bench-smoke  a seconds-long run of the benchmark harness that counts rows"
+	@echo "make bench    benchmarks against a bare LISTEN, a Redis queue and the previous"
+	@echo "              version; what the feed costs writers (docs/BENCHMARKS.md)"
+	@echo "make bench-smoke  a minute-long run of every benchmark section that counts rows"
 	@echo "make install  create $(VENV) and install requirements.txt"
 	@echo "make clean    remove $(VENV), instance/ (the embedded database) and caches"
 

@@ -9,17 +9,18 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import machine, runner
+from bench import machine, previous, resume_size, runner, write_cost
 from bench.database import benchmark_database
 from bench.report import render
 from bench.services import ROOT, pg_feed_overrides, running_redis
-from bench.settings import FULL, SMOKE
+from bench.settings import FULL, PREVIOUS_COMMIT, SECTIONS, SMOKE
 from bench.summary import summarize
 from bench.system_limits import raise_open_files_limit
 from bench.workers import BenchError
@@ -28,14 +29,32 @@ log = logging.getLogger("bench")
 
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "docs" / "benchmarks-latency-cdf.png"
+# the sections after the systems' rounds: (d), (e), (f)
+COST_SECTIONS = {
+    "previous": previous.run,
+    "writers": write_cost.run,
+    "resume": resume_size.run,
+}
 
 
 def parse_arguments(argv):
-    """The command line: --smoke for the short run, --rounds to override."""
+    """The command line: --smoke for the short run, --rounds to override, --only
+    for some sections, --previous-commit for (d)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny workloads, 1 round")
     parser.add_argument("--rounds", type=int, help="rounds (default 3; smoke 1)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON folder")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        help="run only these sections: systems ((a) to (c), every system), "
+        "previous ((d), latency against the previous version), writers ((e), "
+        "commit rate by schema), resume ((f), the size of a resume answer)",
+    )
+    parser.add_argument(
+        "--previous-commit", help=f"the previous version for (d) ({PREVIOUS_COMMIT})"
+    )
     return parser.parse_args(argv)
 
 
@@ -49,15 +68,21 @@ def main(argv=None):
     settings = SMOKE if arguments.smoke else FULL
     if arguments.rounds:
         settings = dataclasses.replace(settings, rounds=arguments.rounds)
+    if arguments.previous_commit:
+        settings = dataclasses.replace(
+            settings, previous_commit=arguments.previous_commit
+        )
+    sections = [s for s in SECTIONS if s in (arguments.only or SECTIONS)]
     started_at, started = datetime.now(UTC), time.monotonic()
     log.info(
-        "%s run, %d round(s), open-files limit %d",
+        "%s run of %s, %d round(s), open-files limit %d",
         settings.name,
+        ", ".join(sections),
         settings.rounds,
         limit,
     )
     try:
-        document = _run(settings, started_at)
+        document = _run(settings, sections, started_at)
     except BenchError as exc:
         log.error("the benchmark could not run: %s", exc)
         return 2
@@ -73,25 +98,35 @@ def main(argv=None):
     return 0
 
 
-def _run(settings, started_at):
-    with benchmark_database() as database_url, running_redis() as redis:
-        described = machine.describe(database_url)
-        context = runner.Context(settings, database_url, redis.url)
-        rounds, checks = runner.run_rounds(context)
-    return {
+def _run(settings, sections, started_at):
+    document = {
         "run": {
             "id": started_at.strftime("%Y%m%dT%H%M%SZ"),
             "started": started_at.isoformat(timespec="seconds"),
             "command": "make bench-smoke" if settings.name == "smoke" else "make bench",
+            "sections": sections,
             "pg_feed_overrides": pg_feed_overrides(),
         },
-        "machine": described,
         "settings": dataclasses.asdict(settings),
-        "summary": summarize(rounds),
-        "rounds": rounds,
-        "checks": checks,
-        "ok": all(check["ok"] for check in checks),
     }
+    checks = []
+    with benchmark_database() as database_url:
+        document["machine"] = machine.describe(database_url)
+        if "systems" in sections:
+            with running_redis() as redis:
+                context = runner.Context(settings, database_url, redis.url)
+                rounds, checks = runner.run_rounds(context)
+            document["summary"], document["rounds"] = summarize(rounds), rounds
+        for section, run_section in COST_SECTIONS.items():
+            if section in sections:
+                log.info("section %s", section)
+                load = os.getloadavg()[0]
+                document[section], section_checks = run_section(settings, database_url)
+                document[section]["load_average"] = [load, os.getloadavg()[0]]
+                checks += section_checks
+    document["checks"] = checks
+    document["ok"] = all(check["ok"] for check in checks)
+    return document
 
 
 def _save(document, folder, settings):
@@ -100,7 +135,7 @@ def _save(document, folder, settings):
     path = folder / f"{settings.name}-{document['run']['id']}.json"
     path.write_text(text)
     log.info("results: %s", path)
-    if settings.name == "full":
+    if settings.name == "full" and document["run"]["sections"] == list(SECTIONS):
         (folder / "latest.json").write_text(text)
         from bench.plot import latency_cdf
 

@@ -1,28 +1,36 @@
 """The terminal table of a run (Markdown, so docs/BENCHMARKS.md can quote it)."""
 
+from bench import cost_report
 from bench.markdown import number, percent, table
 
 
 def render(document):
-    """Every table of a run: latency, throughput, capacity, ratios, targets, counts."""
-    settings, summary = document["settings"], document["summary"]
-    sections = [
-        _heading(document),
-        _latency(settings, summary["latency"]),
-        _throughput(settings, summary["throughput"]),
-        _capacity(settings, summary["capacity"]),
-        _ratios(summary["ratios"]),
-        _targets(summary["targets"], settings["name"]),
-        _counts(document["checks"]),
-    ]
+    """Every table of a run: latency, throughput, capacity, ratios, targets, the
+    sections (d) to (f), counts; of the sections that ran."""
+    settings = document["settings"]
+    sections = [_heading(document)]
+    if "summary" in document:
+        summary = document["summary"]
+        sections += [
+            _latency(settings, summary["latency"]),
+            _throughput(settings, summary["throughput"]),
+            _capacity(settings, summary["capacity"]),
+            _ratios(summary["ratios"]),
+            _targets(summary["targets"], settings["name"]),
+        ]
+    sections += cost_report.render(document)
+    sections.append(_counts(document["checks"]))
     return "\n\n".join(sections) + "\n"
 
 
 def _heading(document):
     run, settings = document["run"], document["settings"]
+    ran = f"{settings['rounds']} round(s), medians over rounds"
+    if "summary" not in document:
+        ran = f"only {', '.join(run['sections'])}"
     heading = (
-        f"pg-feed benchmark ({settings['name']}): {settings['rounds']} round(s), "
-        f"medians over rounds; run {run['id']}, {run['duration_s']:.0f} s"
+        f"pg-feed benchmark ({settings['name']}): {ran}; "
+        f"run {run['id']}, {run['duration_s']:.0f} s"
     )
     overrides = run.get("pg_feed_overrides")
     if overrides:

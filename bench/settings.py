@@ -36,6 +36,10 @@ SYSTEM_SETTINGS = {
 }
 # gthread holds one WebSocket per thread: room for the largest capacity step
 GTHREAD_THREADS = 2200
+# The last commit before the live-cursor server work: (d) measures against it
+PREVIOUS_COMMIT = "a061e26"
+# The parts of a run; --only picks some
+SECTIONS = ("systems", "previous", "writers", "resume")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,17 @@ class Settings:
     capacity_idle_seconds: float = 5.0
     capacity_probe_rows: int = 5
     capacity_probe_interval: float = 0.3
+    # (d) latency (a) of `python app.py` against the previous version's
+    previous_commit: str = PREVIOUS_COMMIT
+    previous_rounds: int = 4
+    # (e) single-row INSERT transactions by pgbench, per schema and writers
+    write_writers: tuple[int, ...] = (1, 8)
+    write_seconds: int = 5
+    write_rounds: int = 3
+    # (f) sync by cursor after this many changes; page limits asked for
+    # (None: the server's default)
+    resume_changes: int = 10_000
+    resume_limits: tuple[int | None, ...] = (None, 1000)
 
     @property
     def latency_rows(self):
@@ -82,4 +97,8 @@ SMOKE = replace(
     capacity_idle_seconds=0.5,
     capacity_probe_rows=2,
     capacity_probe_interval=0.1,
+    previous_rounds=2,
+    write_seconds=1,
+    write_rounds=1,
+    resume_changes=200,
 )

@@ -1,0 +1,163 @@
+"""(e) What the feed costs writers: single-row INSERT transactions run by pgbench.
+
+Four databases on the benchmark's server, each with an `events` table made by
+pg-feed's own migrations: feed off (0001 alone: the seed's columns, no
+trigger), positions only (every migration, then the triggers that run
+feed_notify() dropped), previous version (0001 and 0002: NOTIFY, no
+positions) and current (every migration). A cell is one schema at one number
+of writers (pgbench clients, a thread each) for write_seconds; a round runs
+every cell once, in an order that rotates from round to round, and each cell
+is compared with feed off at the same writers in the same round. Nobody
+LISTENs.
+"""
+
+import contextlib
+import logging
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg2
+from psycopg2 import sql
+
+from bench.database import migrate, sibling_database
+from bench.pgbench import Pgbench
+from bench.workers import BenchError
+
+log = logging.getLogger(__name__)
+
+FEED_OFF = "feed off"
+# name: (pg-feed's migrations up to this revision, whether NOTIFY stays)
+SCHEMAS = {
+    FEED_OFF: ("0001", True),
+    "positions only": ("head", False),
+    "previous version": ("0002", True),
+    "current": ("head", True),
+}
+# The triggers that NOTIFY, whatever later migrations name them
+NOTIFY_TRIGGERS = (
+    "SELECT t.tgname FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid "
+    "WHERE t.tgrelid = 'events'::regclass AND p.proname = 'feed_notify'"
+)
+SCRIPT = "INSERT INTO events (event) VALUES ('pgbench row');\n"
+WARM_UP_SECONDS = 1
+SERVER_SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
+
+
+def run(settings, database_url):
+    """(e): the schemas, every round's cells and the summary; no count checks."""
+    folder = Path(tempfile.mkdtemp(prefix="pgfeed-bench-pgbench-"))
+    try:
+        bench = Pgbench(folder, SCRIPT)
+        with _databases(database_url) as urls:
+            for schema, url in urls.items():
+                log.info("(e) warm-up: %s", schema)
+                bench.cell(url, max(settings.write_writers), WARM_UP_SECONDS)
+            rounds = _rounds(bench, urls, settings)
+            server = _server_settings(urls[FEED_OFF])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    document = {
+        "script": SCRIPT.strip(),
+        "seconds": settings.write_seconds,
+        "server": server,
+        "schemas": {
+            name: {"migrations": revision, "notify": notifies}
+            for name, (revision, notifies) in SCHEMAS.items()
+        },
+        "rounds": rounds,
+        "summary": summarize(rounds, settings.write_writers),
+    }
+    return document, []
+
+
+@contextlib.contextmanager
+def _databases(database_url):
+    """Yield {schema: URL}: a database per schema, next to the benchmark's."""
+    base = urlsplit(database_url).path.lstrip("/")
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for name, (revision, notifies) in SCHEMAS.items():
+            database = f"{base}_writes_{name.replace(' ', '_')}"
+            url = stack.enter_context(sibling_database(database_url, database))
+            migrate(url, revision)
+            if not notifies:
+                _drop_notify_triggers(url)
+            urls[name] = url
+        yield urls
+
+
+def _drop_notify_triggers(url):
+    connection = psycopg2.connect(url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(NOTIFY_TRIGGERS)
+            names = [row[0] for row in cursor.fetchall()]
+            for name in names:
+                cursor.execute(
+                    sql.SQL("DROP TRIGGER {} ON events").format(sql.Identifier(name))
+                )
+    finally:
+        connection.close()
+    if not names:
+        raise BenchError("positions only: no NOTIFY trigger found to drop")
+    return names
+
+
+def _server_settings(url):
+    connection = psycopg2.connect(url)
+    try:
+        with connection.cursor() as cursor:
+            values = {}
+            for name in SERVER_SETTINGS:
+                cursor.execute(f"SHOW {name}")  # names from the constant above
+                values[name] = cursor.fetchone()[0]
+            return values
+    finally:
+        connection.close()
+
+
+def _rounds(bench, urls, settings):
+    cells = [(schema, writers) for writers in settings.write_writers for schema in urls]
+    rounds = []
+    for number in range(1, settings.write_rounds + 1):
+        shift = (number - 1) % len(cells)
+        order = cells[shift:] + cells[:shift]
+        results = {schema: {} for schema in urls}
+        for schema, writers in order:
+            log.info("(e) round %d: %s, %d writer(s)", number, schema, writers)
+            results[schema][str(writers)] = bench.cell(
+                urls[schema], writers, settings.write_seconds
+            )
+        rounds.append(
+            {"round": number, "order": [list(c) for c in order], "cells": results}
+        )
+    return rounds
+
+
+def summarize(rounds, writer_counts):
+    """Per schema and writers: medians over rounds, and the same-round ratio of
+    tps to feed off's."""
+    schemas = list(rounds[0]["cells"])
+    return {
+        schema: {
+            str(writers): _cell_summary(rounds, schema, str(writers))
+            for writers in writer_counts
+        }
+        for schema in schemas
+    }
+
+
+def _cell_summary(rounds, schema, writers):
+    cells = [r["cells"][schema][writers] for r in rounds]
+    off = [r["cells"][FEED_OFF][writers] for r in rounds]
+    ratios = [cell["tps"] / base["tps"] for cell, base in zip(cells, off, strict=True)]
+    summary = {
+        field: statistics.median(cell[field] for cell in cells)
+        for field in ("tps", "commit_p50_ms", "commit_p99_ms")
+    }
+    summary["tps_per_round"] = [cell["tps"] for cell in cells]
+    summary["to_feed_off"] = {"per_round": ratios, "median": statistics.median(ratios)}
+    return summary
