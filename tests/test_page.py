@@ -95,16 +95,24 @@ def expect_shown_ids(page, expected):
 
 
 def change_unheard(database_url, *statements):
-    """Run statements with the table's triggers off: changes no listener hears of."""
+    """Run statements with the NOTIFY triggers off: changes no listener hears of.
+
+    Their positions are still recorded, so a resume by cursor finds them.
+    """
     connection = psycopg2.connect(database_url)
     try:
         with connection, connection.cursor() as cursor:
-            cursor.execute("ALTER TABLE events DISABLE TRIGGER USER")
+            for trigger in NOTIFY_TRIGGERS:
+                cursor.execute(f"ALTER TABLE events DISABLE TRIGGER {trigger}")
             for statement in statements:
                 cursor.execute(*statement)
-            cursor.execute("ALTER TABLE events ENABLE TRIGGER USER")
+            for trigger in NOTIFY_TRIGGERS:
+                cursor.execute(f"ALTER TABLE events ENABLE TRIGGER {trigger}")
     finally:
         connection.close()
+
+
+NOTIFY_TRIGGERS = ("events_notify", "events_notify_truncate")
 
 
 def send_to_pages(message, data):
@@ -238,13 +246,15 @@ def test_page_shows_a_refusal_from_the_server(page, server):
     expect(page.locator("#send-error")).to_contain_text("empty")
 
 
-def test_page_exposes_only_its_socket(page, server):
+def test_page_exposes_its_feed_and_its_socket(page, server):
     from playwright.sync_api import expect
 
     page.goto(server.url)
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")
-    assert page.evaluate("Object.keys(window.pgFeed)") == ["socket"]
+    assert page.evaluate("Object.keys(window.pgFeed)") == ["feed", "socket"]
     assert page.evaluate("pgFeed.socket.connected") is True
+    assert page.evaluate("pgFeed.feed.socket === pgFeed.socket") is True
+    assert page.evaluate("Object.keys(window.PgFeed)") == ["connect"]
 
 
 def test_page_catches_up_on_reconnect_with_a_late_commit_update_and_delete(
@@ -497,26 +507,34 @@ def other_page(browser):
 def test_readme_snippet_works_from_an_allowed_origin(
     page, other_page, serve_app, writer
 ):
+    from playwright.sync_api import expect
+
     holder, origin = other_page
     served = serve_app(FEED_CORS_ORIGINS=origin)
     insert_rows(writer, 2, prefix="before")
     holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
     page.goto(origin)
-    page.wait_for_function("() => rows.size === 2", timeout=TIMEOUT_MS)  # history
+    expect(page.locator("#events li")).to_have_text(["before 2", "before 1"])
     assert table_ids(writer) == [2, 1]  # loading the page inserted nothing
     ack = page.evaluate("() => send('hello from another page')")
     assert ack == {"ok": True, "id": 3}
-    new_id = insert_row(writer, "live")  # then a live row from psql
-    page.wait_for_function(f"() => rows.has({new_id})", timeout=TIMEOUT_MS)
-    rows = page.evaluate("() => [...rows.values()]")
-    texts = [row["event"] for row in sorted(rows, key=lambda row: row["id"])]
-    assert texts == ["before 1", "before 2", "hello from another page", "live"]
+    insert_row(writer, "live")  # then a live row from psql
+    expect(page.locator("#events li")).to_have_text(
+        ["live", "hello from another page", "before 2", "before 1"]
+    )
+    assert [row["event"] for row in page.evaluate("() => feed.rows()")] == [
+        "before 1",
+        "before 2",
+        "hello from another page",
+        "live",
+    ]
+    assert page.problems == []
 
 
 def snippet_message(page, url):
-    """Open url; the first console message the README snippet logs ("feed ...")."""
+    """Open url; the first console message the README snippet logs ("feed: ...")."""
     with page.expect_console_message(
-        lambda message: message.text.startswith("feed "), timeout=TIMEOUT_MS
+        lambda message: message.text.startswith("feed: "), timeout=TIMEOUT_MS
     ) as logged:
         page.goto(url)
     return logged.value.type, logged.value.text
@@ -530,9 +548,9 @@ def test_readme_snippet_stops_and_says_why_when_its_origin_is_refused(
     holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
     assert snippet_message(page, origin) == (
         "error",
-        "feed refused this page: is its origin in FEED_CORS_ORIGINS?",
+        "feed: the server refused this page: is its origin in FEED_CORS_ORIGINS?",
     )
-    assert page.evaluate("() => feed.active") is False  # no more retries
+    assert page.evaluate("() => feed.socket.active") is False  # no more retries
 
 
 def test_readme_snippet_stops_and_says_why_when_its_token_is_refused(
@@ -543,27 +561,27 @@ def test_readme_snippet_stops_and_says_why_when_its_token_is_refused(
     holder["html"] = readme_snippet().replace("http://127.0.0.1:5000", served.url)
     assert snippet_message(page, origin) == (
         "error",
-        "feed refused: a valid token is required to connect",
+        "feed: a valid token is required to connect",
     )
-    assert page.evaluate("() => feed.active") is False
+    assert page.evaluate("() => feed.socket.active") is False
 
 
 def test_readme_snippet_keeps_retrying_while_the_server_is_down(
     page, other_page, serve_app
 ):
     holder, origin = other_page
-    served = serve_app(FEED_CORS_ORIGINS=origin)  # serves the client script only
+    served = serve_app(FEED_CORS_ORIGINS=origin)  # serves the client scripts only
     with socket.create_server(("127.0.0.1", 0)) as unused:
         down_url = f"http://127.0.0.1:{unused.getsockname()[1]}"  # closed after
     snippet = readme_snippet().replace(
-        'FEED_URL = "http://127.0.0.1:5000"', f'FEED_URL = "{down_url}"'
+        'url: "http://127.0.0.1:5000"', f'url: "{down_url}"'
     )
     holder["html"] = snippet.replace("http://127.0.0.1:5000", served.url)
     assert snippet_message(page, origin) == (
         "warning",
-        "feed unreachable (xhr poll error), retrying",
+        "feed: xhr poll error, retrying",
     )
-    assert page.evaluate("() => feed.active") is True
+    assert page.evaluate("() => feed.socket.active") is True
 
 
 def test_page_shows_the_feed_offline_while_the_database_is_down_then_recovers(
