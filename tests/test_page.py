@@ -10,7 +10,14 @@ import psycopg2
 import pytest
 
 from feed.extensions import socketio
-from support.database import insert_row, insert_rows
+from support.database import (
+    create_database,
+    drop_database,
+    insert_row,
+    insert_rows,
+    migrate_to_head,
+)
+from support.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -418,6 +425,177 @@ def test_page_restarts_a_catch_up_cut_by_truncate(page, server, writer):
     marker = insert_row(writer, "after the catch-up")
     expect_shown_ids(page, [marker, after])
     assert page.problems == []
+
+
+HELD_ROWS = "() => pgFeed.feed.rows().map((row) => [row.id, row.event])"
+RECORD_RESETS = (
+    "() => { window.resets = []; pgFeed.feed.on('reset', (m) => resets.push(m)); }"
+)
+# Replaces the cursor of the page's next `sync {"cursor": ...}` with another one.
+REWRITE_NEXT_CURSOR = """(cursor) => {
+  const socket = pgFeed.socket;
+  const timeout = socket.timeout.bind(socket);
+  socket.timeout = (ms) => ({
+    emitWithAck: (event, request) => {
+      if (event !== "sync" || !request || !("cursor" in request)) {
+        return timeout(ms).emitWithAck(event, request);
+      }
+      socket.timeout = timeout;
+      return timeout(ms).emitWithAck(event, { ...request, cursor });
+    },
+  });
+}"""
+
+
+def table_rows(connection):
+    """Every [id, event] in the table, ascending by id."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, event FROM events ORDER BY id")
+        return [list(found) for found in cursor.fetchall()]
+
+
+def wait_for_window_of_table(page, connection, timeout=20.0):
+    """Wait until the page's feed has caught up and holds its window of the table.
+
+    Every row it holds is as the table has it, and every table row from the
+    lowest id it holds up is held. Returns what it holds.
+    """
+    last = {}
+
+    def holds_its_window():
+        if not page.evaluate("pgFeed.feed.synced"):
+            return None
+        last["held"], last["table"] = page.evaluate(HELD_ROWS), table_rows(connection)
+        if not last["held"]:
+            return None
+        lowest = last["held"][0][0]
+        window = [found for found in last["table"] if found[0] >= lowest]
+        return last["held"] if last["held"] == window else None
+
+    try:
+        return wait_for(holds_its_window, timeout, message="the table's rows")
+    except AssertionError:
+        held, table = last.get("held") or [], last.get("table") or []
+        lowest = held[0][0] if held else 0
+        window = [found for found in table if found[0] >= lowest]
+        pytest.fail(
+            f"the feed holds {len(held)} rows from id {lowest}: only it holds "
+            f"{[found for found in held if found not in window]}, only the table "
+            f"{[found for found in window if found not in held]}"
+        )
+
+
+def page_errors(page):
+    """The page's script errors (a server that is down logs failed requests too)."""
+    return [problem for problem in page.problems if problem.startswith("page error")]
+
+
+def test_page_resumes_by_cursor_across_a_server_restart(
+    page, app_process, writer, database_url
+):
+    from playwright.sync_api import expect
+
+    insert_rows(writer, 150, prefix="history")  # the page holds the newest 100
+    late = psycopg2.connect(database_url)
+    try:
+        late_id = insert_row(late, "late")  # takes id 151, commits while down
+        first = app_process()
+        page.goto(first.url)
+        status = page.locator("#status")
+        expect(status).to_have_attribute("data-state", "connected")
+        expect_shown_ids(page, list(range(150, 50, -1)))
+        page.evaluate(RECORD_RESETS)
+
+        assert first.stop() == 0
+        expect(status).to_have_attribute("data-state", "reconnecting")
+        late.commit()
+        added = [insert_row(writer, "added while down") for _ in range(2)]
+        with writer.cursor() as cursor:
+            edit = "UPDATE events SET event = %s WHERE id = %s"
+            cursor.execute(edit, ("edited while down", 51))  # the oldest row it holds
+            cursor.execute(edit, ("edited while down", 120))
+            cursor.execute(edit, ("below its window", 10))
+            cursor.execute("DELETE FROM events WHERE id IN (100, 150)")
+        app_process(PORT=str(urlsplit(first.url).port))  # back on the same port
+        held = wait_for_window_of_table(page, writer)
+    finally:
+        late.close()
+
+    assert held[0] == [51, "edited while down"]  # resumed where it was, no restart
+    assert page.evaluate("resets") == []
+    assert {late_id, *added} <= {row_id for row_id, _ in held}
+    expect(status).to_have_attribute("data-state", "connected")
+    expect_shown_ids(page, [row_id for row_id, _ in reversed(held)])
+    expect(row(page, 120).locator(".event-text")).to_have_text("edited while down")
+    expect(page.locator("#events-summary")).to_have_text(
+        f"Latest {len(held)} events, older ones not loaded"
+    )
+    new_id = insert_row(writer, "live after the restart")
+    expect(row(page, new_id).locator(".event-text")).to_have_text(
+        "live after the restart"
+    )
+    assert page_errors(page) == []
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["not a cursor", "0123456789abcdef.1.0"],
+    ids=["garbage", "another-database"],
+)
+def test_page_starts_over_when_the_server_cannot_use_its_cursor(
+    page, server, writer, cursor
+):
+    from playwright.sync_api import expect
+
+    edited = insert_row(writer, "original")
+    doomed = insert_row(writer, "doomed")
+    page.goto(server.url)
+    expect_shown_ids(page, [doomed, edited])
+    page.evaluate(RECORD_RESETS)
+    page.evaluate(REWRITE_NEXT_CURSOR, cursor)
+    page.evaluate("pgFeed.socket.disconnect()")
+    expect(page.locator("#status")).to_have_attribute("data-state", "offline")
+    with writer.cursor() as sql:
+        sql.execute("UPDATE events SET event = 'edited' WHERE id = %s", (edited,))
+        sql.execute("DELETE FROM events WHERE id = %s", (doomed,))
+    added = insert_row(writer, "added while away")
+    page.evaluate("pgFeed.socket.connect()")
+
+    expect_shown_ids(page, [added, edited])
+    expect(row(page, edited).locator(".event-text")).to_have_text("edited")
+    resets = page.evaluate("resets")
+    assert len(resets) == 1 and resets[0]
+    assert page.evaluate("pgFeed.feed.cursor") not in (None, cursor)
+    marker = insert_row(writer, "live after starting over")
+    expect_shown_ids(page, [marker, added, edited])
+    assert page.problems == []
+
+
+def test_page_starts_over_when_the_server_comes_back_on_another_database(
+    page, app_process, writer, postgres
+):
+    insert_rows(writer, 3, prefix="first database")
+    first = app_process()
+    page.goto(first.url)
+    expect_shown_ids(page, [3, 2, 1])
+    page.evaluate(RECORD_RESETS)
+    name = f"pgfeed_test_other_{os.getpid()}"
+    other_url = create_database(postgres, name)
+    migrate_to_head(other_url)
+    other = psycopg2.connect(other_url)
+    other.autocommit = True
+    try:
+        insert_rows(other, 5, prefix="other database")
+        assert first.stop() == 0
+        second = app_process(database_url=other_url, PORT=str(urlsplit(first.url).port))
+        held = wait_for_window_of_table(page, other)
+        second.stop()
+    finally:
+        other.close()
+        drop_database(postgres, name)
+    assert [text for _, text in held] == [f"other database {n}" for n in range(1, 6)]
+    assert len(page.evaluate("resets")) == 1
+    assert page_errors(page) == []
 
 
 def test_page_shows_when_the_feed_is_offline(page, server):
