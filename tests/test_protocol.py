@@ -3,6 +3,7 @@
 import pytest
 
 from feed.clients import protocol
+from feed.database import positions
 
 
 @pytest.mark.parametrize(
@@ -63,9 +64,16 @@ def test_sync_request_refusals_say_why(args, message):
         protocol.sync_request(args, default_limit=100, max_limit=1000)
 
 
-def test_wire_row_for_truncate_has_null_fields():
-    row = protocol.wire_row({"table": "events", "op": "TRUNCATE"})
-    assert row == {"id": None, "op": "TRUNCATE", "event": None, "created_at": None}
+def test_wire_row_for_truncate_has_null_fields_and_its_version():
+    row = positions.wire_row({"table": "events", "op": "TRUNCATE", "version": 9})
+    assert row == {
+        "table": "events",
+        "id": None,
+        "op": "TRUNCATE",
+        "event": None,
+        "created_at": None,
+        "version": 9,
+    }
 
 
 def test_wire_row_for_insert_keeps_only_the_contract_fields():
@@ -73,11 +81,46 @@ def test_wire_row_for_insert_keeps_only_the_contract_fields():
         "table": "events",
         "op": "INSERT",
         "id": 7,
-        "row": {"id": 7, "event": "x", "created_at": "t", "extra": 1},
+        "row": {"id": 7, "event": "x", "created_at": "t", "extra": 1, "feed_seq": 4},
     }
-    assert protocol.wire_row(notification) == {
+    assert positions.wire_row(notification) == {
+        "table": "events",
         "id": 7,
         "op": "INSERT",
         "event": "x",
         "created_at": "t",
+        "version": 4,
     }
+
+
+def test_wire_row_for_delete_takes_the_removal_version_not_the_rows():
+    notification = {
+        "table": "events",
+        "op": "DELETE",
+        "id": 7,
+        "version": 12,
+        "row": {"id": 7, "event": "x", "created_at": "t", "feed_seq": 4},
+    }
+    assert positions.wire_row(notification)["version"] == 12
+
+
+def live_row(op, row_id, version):
+    return {"table": "events", "id": row_id, "op": op, "event": None,
+            "created_at": None, "version": version}  # fmt: skip
+
+
+def test_the_live_stream_sends_each_version_once_and_never_an_older_one():
+    reader = positions.LiveReader(["events"])
+    first = reader.live([live_row("INSERT", 1, 5), live_row("UPDATE", 1, 6)])
+    assert [row["version"] for row in first] == [5, 6]
+    again = reader.live([live_row("UPDATE", 1, 6), live_row("INSERT", 1, 5)])
+    assert again == []
+    assert reader.live([live_row("DELETE", 1, 7)])[0]["op"] == "DELETE"
+    assert reader.live([live_row("UPDATE", 1, 6)]) == []
+
+
+def test_the_live_stream_drops_rows_older_than_a_truncate_it_sent():
+    reader = positions.LiveReader(["events"])
+    assert len(reader.live([live_row("TRUNCATE", None, 10)])) == 1
+    assert reader.live([live_row("INSERT", 2, 9), live_row("TRUNCATE", None, 10)]) == []
+    assert [row["id"] for row in reader.live([live_row("INSERT", 3, 11)])] == [3]

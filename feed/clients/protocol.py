@@ -81,17 +81,6 @@ def sync_request(args, default_limit, max_limit):
     return SyncRequest(limit, after=request.get("after"), before=request.get("before"))
 
 
-def wire_row(notification):
-    """The row object sent to clients for one listener notification."""
-    row = notification.get("row") or {}
-    return {
-        "id": notification.get("id"),
-        "op": notification["op"],
-        "event": row.get("event"),
-        "created_at": row.get("created_at"),
-    }
-
-
 def _single_argument(args, name, expected):
     if len(args) != 1:
         raise InputError(f"{name} takes exactly one argument: {expected}")
