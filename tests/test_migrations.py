@@ -11,7 +11,7 @@ from flask_migrate import downgrade, upgrade
 
 from feed import create_app
 from feed.extensions import db
-from support.database import create_database, drop_database
+from support.database import create_database, drop_database, insert_row
 from support.processes import ROOT, run_flask
 from support.waiting import wait_for
 
@@ -48,6 +48,7 @@ def test_upgrade_downgrade_upgrade_again(empty_database):
             "function feed_notify",
             "function feed_position",
             "function feed_record_removal",
+            "function feed_removal_version",
             "function feed_trim_removals",
             "table alembic_version",
             "table events",
@@ -143,6 +144,20 @@ def removal_seq(writer, op, row_id=None):
             (op, row_id),
         )
         return cursor.fetchone()[0]
+
+
+def test_a_delete_with_its_log_trigger_disabled_still_commits(writer, listening):
+    new_id = insert_row(writer, "x")
+    listening(1)
+    with writer.cursor() as cursor:
+        cursor.execute(
+            "BEGIN; ALTER TABLE events DISABLE TRIGGER events_log_removal; "
+            "DELETE FROM events WHERE id = %s; "
+            "ALTER TABLE events ENABLE TRIGGER events_log_removal; COMMIT",
+            (new_id,),
+        )
+    (delete,) = listening(1)
+    assert delete["op"] == "DELETE" and delete["version"] is None
 
 
 def test_trigger_sends_truncate_once_per_statement(writer, listening):
