@@ -11,7 +11,7 @@ import pytest
 from feed import create_app
 from feed.extensions import db
 from feed.service.process_feed import stop_feed
-from support.clients import CatchUpClient, FeedClient, client_factory
+from support.clients import FeedClient, RecordedFeed, client_factory
 from support.database import (
     ControlledPostgres,
     EmbeddedPostgres,
@@ -111,9 +111,10 @@ def sio_client():
 
 
 @pytest.fixture
-def catch_up_client():
-    """Factory: catch_up_client(url, **options) -> a connected CatchUpClient."""
-    yield from client_factory(CatchUpClient)
+def resuming_client():
+    """Factory: resuming_client(url, **options) -> a connected feed.client Feed
+    that records what it applies (support.clients.RecordedFeed)."""
+    yield from client_factory(RecordedFeed)
 
 
 @pytest.fixture(params=SERVER_MODES)

@@ -76,17 +76,17 @@ def _answers(url):
 
 
 def test_thirty_clients_through_nginx_get_every_row_once_and_survive_a_dead_instance(
-    instances, nginx, writer, catch_up_client, sio_client
+    instances, nginx, writer, resuming_client, sio_client
 ):
-    clients = [catch_up_client(nginx, reconnection=True) for _ in range(30)]
+    clients = [resuming_client(nginx) for _ in range(30)]
     ids = [insert_row(writer, "from psql")]
     for instance in instances:  # written through each instance directly
         direct = sio_client(instance.url)
         ids.append(direct.call("event", f"via {instance.url}")["id"])
         direct.close()
     for feed_client in clients:
-        wait_for(lambda c=feed_client: sorted(c.live_inserts) == sorted(ids))
-    assert all(len(c.live_inserts) == len(set(c.live_inserts)) for c in clients)
+        wait_for(lambda c=feed_client: sorted(c.applied_ids()) == sorted(ids))
+    assert all(c.applied_twice() == [] for c in clients)
 
     serving = next(i for i in instances if _has_clients(i))
     serving.kill()  # no goodbye: nginx must send them elsewhere

@@ -91,12 +91,12 @@ def wait_until_emitted(url, rows):
 
 
 def test_clients_converge_through_terminated_listeners_and_a_restart(
-    faulty_postgres, catch_up_client, app_process, mode
+    faulty_postgres, resuming_client, app_process, mode
 ):
     app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     writers = [Writer(faulty_postgres.url, f"writer{i}") for i in (1, 2)]
     try:
-        clients = [catch_up_client(app.url) for _ in range(3)]
+        clients = [resuming_client(app.url) for _ in range(3)]
         for writer in writers:
             writer.start()
         for round_number in range(1, 4):
@@ -115,24 +115,24 @@ def test_clients_converge_through_terminated_listeners_and_a_restart(
     assert len(table) >= 200
     for feed_client in clients:
         wait_for(lambda c=feed_client: c.holds(table), timeout=20, message="converge")
-        assert len(feed_client.live_inserts) == len(set(feed_client.live_inserts))
+        assert feed_client.applied_twice() == []
         assert feed_client.resyncs >= 4
     app.stop()
 
 
 def test_a_client_reconnecting_repeatedly_during_writes_converges(
-    faulty_postgres, catch_up_client, app_process, mode
+    faulty_postgres, resuming_client, app_process, mode
 ):
     app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     writer = Writer(faulty_postgres.url, "writer")
     try:
-        feed_client = catch_up_client(app.url)
+        feed_client = resuming_client(app.url)
         writer.start()
         for round_number in range(1, 6):
             wait_for(lambda n=round_number: writer.committed > 30 * n)
-            feed_client.drop()
+            feed_client.disconnect()
             wait_for(lambda n=round_number: writer.committed > 30 * n + 15)
-            feed_client.reconnect()
+            feed_client.connect()
     finally:
         writer.stop()
     table = faulty_postgres.table()
@@ -141,27 +141,27 @@ def test_a_client_reconnecting_repeatedly_during_writes_converges(
 
 
 def test_a_late_commit_of_a_lower_id_is_recovered_after_a_reconnect(
-    faulty_postgres, catch_up_client, app_process, mode
+    faulty_postgres, resuming_client, app_process, mode
 ):
     app = app_process(mode, database_url=faulty_postgres.url)
     slow = psycopg2.connect(faulty_postgres.url)  # a transaction left open
     writer = psycopg2.connect(faulty_postgres.url)
     writer.autocommit = True
     try:
-        feed_client = catch_up_client(app.url)
+        feed_client = resuming_client(app.url)
         with slow.cursor() as cursor:
             cursor.execute("INSERT INTO events (event) VALUES ('late') RETURNING id")
             (late_id,) = cursor.fetchone()
         early_id = insert_row(writer, "early")
         assert late_id < early_id
-        wait_for(lambda: early_id in feed_client.held, message="the early row")
-        feed_client.drop()
+        wait_for(lambda: early_id in feed_client.rows(), message="the early row")
+        feed_client.disconnect()
         slow.commit()
         with writer.cursor() as cursor:
             cursor.execute(
                 "UPDATE events SET event = 'edited' WHERE id = %s", (early_id,)
             )
-        feed_client.reconnect()
+        feed_client.connect()
         table = faulty_postgres.table()
         assert table == {late_id: "late", early_id: "edited"}
         wait_for(lambda: feed_client.holds(table), timeout=20, message="the late row")
@@ -393,7 +393,7 @@ def test_self_test_passes_on_a_direct_connection(faulty_postgres, app_process, m
 
 
 def test_a_silently_dead_network_is_detected_and_recovered(
-    faulty_postgres, freezable_proxy, catch_up_client, app_process, mode
+    faulty_postgres, freezable_proxy, resuming_client, app_process, mode
 ):
     app = app_process(
         mode,
@@ -405,9 +405,9 @@ def test_a_silently_dead_network_is_detected_and_recovered(
     writer = psycopg2.connect(faulty_postgres.url)
     writer.autocommit = True
     try:
-        feed_client = catch_up_client(app.url)
+        feed_client = resuming_client(app.url)
         first = insert_row(writer, "before")
-        wait_for(lambda: first in feed_client.held, message="a row before")
+        wait_for(lambda: first in feed_client.rows(), message="a row before")
         frozen_at = time.monotonic()
         freezable_proxy.freeze()
         during = insert_row(writer, "while the link is dead")

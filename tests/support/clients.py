@@ -1,12 +1,14 @@
-"""Real Socket.IO clients on /events that record what the server pushes."""
+"""Real Socket.IO clients on /events: raw recorders, and feed.client's Feed."""
 
 import functools
-import threading
+from collections import Counter
 
 import engineio
 import socketio
 from engineio import payload
 from engineio.packet import CLOSE
+
+from feed.client import Feed
 
 NAMESPACE = "/events"
 
@@ -107,116 +109,42 @@ class FeedClient:
         self.drop()
 
 
-class CatchUpClient(FeedClient):
-    """A client following the documented protocol: live rows, plus catch-up by sync.
-
-    On every connect and every `resync` it reconciles the lookback window: the
-    rows with id > (highest id held - LOOKBACK_IDS) are replaced by what `sync`
-    returns, except rows that changed live meanwhile (live is newer). Its
-    catch-up thread starts once connected and is joined by close().
-    """
-
-    LOOKBACK_IDS = 1000
+class RecordedFeed(Feed):
+    """feed.client's Feed, connected, recording every change it applies in order."""
 
     def __init__(self, url, **options):
-        self.held = {}
-        self.live_inserts = []
-        self._lock = threading.Lock()
-        self._touched = set()
-        self._wanted = threading.Event()
-        self._catch_up_from = None
-        self._retry_pause = threading.Event()
-        self._closing = False
-        self._worker = threading.Thread(target=self._catch_up_loop, daemon=True)
-        super().__init__(url, **options)
-        self._worker.start()
+        self.applied = []
+        self.resets = []
+        self.statuses = []
+        super().__init__(
+            url,
+            on_change=self.applied.append,
+            on_reset=self.resets.append,
+            on_status=self.statuses.append,
+            **options,
+        )
+        try:
+            self.connect()
+        except BaseException:
+            self.close()
+            raise
 
-    def _on_events(self, rows, cursor=None):
-        self.messages.append(rows)
-        with self._lock:
-            for row in rows:
-                self._apply(row)
-
-    def _on_resync(self, data=None):
-        self.resyncs += 1
-        self._want_catch_up()
-
-    def _on_connect(self):
-        self._want_catch_up()
-
-    def _want_catch_up(self):
-        # The position is taken now, where the gap is in the stream: rows that
-        # arrive live after a resync must not move the catch-up past the gap.
-        with self._lock:
-            position = max(self.held, default=0)
-            if self._catch_up_from is not None:
-                position = min(position, self._catch_up_from)
-            self._catch_up_from = position
-        self._wanted.set()
-
-    def _apply(self, row):
-        if row["op"] == "TRUNCATE":
-            self.held.clear()
-            self._catch_up_from = 0
-            self._wanted.set()
-            return
-        self._touched.add(row["id"])
-        if row["op"] == "DELETE":
-            self.held.pop(row["id"], None)
-        else:
-            self.held[row["id"]] = row["event"]
-            if row["op"] == "INSERT":
-                self.live_inserts.append(row["id"])
-
-    def _catch_up_loop(self):
-        while not self._closing:
-            if not self._wanted.wait(0.1):
-                continue
-            self._wanted.clear()
-            with self._lock:
-                position, self._catch_up_from = self._catch_up_from, None
-            try:
-                self.catch_up(position or 0)
-            except (socketio.exceptions.SocketIOError, AssertionError):
-                with self._lock:  # not connected or refused: try again
-                    self._catch_up_from = min(position, self._catch_up_from or position)
-                self._wanted.set()
-                self._retry_pause.wait(0.05)
-
-    def catch_up(self, position):
-        """Reconcile the rows above position - LOOKBACK_IDS with the table."""
-        base = max(0, position - self.LOOKBACK_IDS)
-        with self._lock:
-            self._touched = set()
-        answer, after = {}, base
-        while True:
-            # A short timeout: an answer lost to a disconnect must not hold up
-            # the catch-up that the reconnect asks for.
-            page = self.call("sync", {"after": after, "limit": 1000}, timeout=2)
-            assert page["ok"], page
-            answer.update((row["id"], row["event"]) for row in page["events"])
-            if not page["more"]:
-                break
-            after = page["events"][-1]["id"]
-        with self._lock:
-            for row_id in [i for i in self.held if i > base]:
-                if row_id not in answer and row_id not in self._touched:
-                    del self.held[row_id]
-            for row_id, event in answer.items():
-                if row_id not in self._touched:
-                    self.held[row_id] = event
+    def texts(self):
+        """{id: event} of the rows held, to compare with the table."""
+        return {row_id: row["event"] for row_id, row in self.rows().items()}
 
     def holds(self, table):
         """True when this client holds exactly `table` ({id: event})."""
-        with self._lock:
-            return self.held == table
+        return self.texts() == table
 
-    def close(self):
-        """Disconnect for good and stop the catch-up thread."""
-        self._closing = True
-        super().close()
-        if self._worker.is_alive():
-            self._worker.join(5)
+    def applied_ids(self, op="INSERT"):
+        """Ids of the applied changes of one op, in the order applied."""
+        return [row["id"] for row in list(self.applied) if row["op"] == op]
+
+    def applied_twice(self):
+        """The changes (op, id, version) applied more than once: none, always."""
+        seen = Counter((row["op"], row["id"], row["version"]) for row in self.applied)
+        return [change for change, count in seen.items() if count > 1]
 
 
 def client_factory(client_class):
