@@ -59,3 +59,12 @@ def test_cors_origins_default_to_same_origin_only():
         "http://localhost:3000",
     ]
     assert cors_origins("*") == ["*"]
+
+
+def test_feed_client_imports_without_flask():
+    # A Python consumer installs python-socketio[client], not pg-feed's server.
+    blocked = "import sys; sys.modules['flask'] = None; import feed.client"
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
