@@ -102,7 +102,12 @@ def test_clients_converge_through_terminated_listeners_and_a_restart(
         for round_number in range(1, 4):
             wait_for(lambda n=round_number: all(w.committed > 20 * n for w in writers))
             assert faulty_postgres.terminate_listeners() == 1
-            wait_for(lambda n=round_number: reconnects(app.url) == n, timeout=15)
+            # Back and live again (its probe came back, so clients got status
+            # live and resync) before the next outage.
+            wait_for(
+                lambda n=round_number: reconnects(app.url) == n and listening(app.url),
+                timeout=15,
+            )
         faulty_postgres.stop()
         wait_for(lambda: not listening(app.url), message="the outage is seen")
         faulty_postgres.start()
