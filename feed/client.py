@@ -2,13 +2,19 @@
 
 Needs only python-socketio[client] and imports nothing else of pg-feed, so this
 file also works copied on its own. It follows the wire contract's client algorithm.
+Its one reach into python-engineio (messages handled in arrival order) is checked
+on CHECKED_VERSIONS at construction; docs/UPSTREAM.md, 10, has the write-up.
 """
 
+import collections
+import functools
 import logging
 import random
 import threading
 import time
+from importlib.metadata import PackageNotFoundError, version
 
+import engineio
 import socketio
 import websocket
 
@@ -19,6 +25,13 @@ PAGE_LIMIT = 1000  # rows per sync page: the server's default FEED_SYNC_MAX_LIMI
 TOMBSTONE_LIMIT = 10000
 SERVER_CLOSED = socketio.Client.reason.SERVER_DISCONNECT
 HANDLED = ("connect", "disconnect", "connect_error", "events", "resync", "status")
+# InOrderEngineIOClient reaches into python-engineio's client: checked on these only
+CHECKED_VERSIONS = {"python-engineio": "4.15.1", "python-socketio": "5.18.1"}
+# Without the reach, a `resync` resumes from the cursor held this long before it
+# was handled: a newer cursor may come from an `events` sent after the resync.
+RESYNC_LOOKBACK_SECONDS = 5.0
+CURSOR_HISTORY_SPACING = 0.05  # seconds; a cursor not kept only rewinds further
+ANOTHER_DATABASE = "another database"  # in the reset message of such a cursor
 
 
 class FeedError(Exception):
@@ -44,6 +57,60 @@ class PromptlyClosingWebSocket(websocket.WebSocket):
         super().close(status, reason, timeout)
 
 
+class InOrderEngineIOClient(engineio.Client):
+    """python-engineio's client, handling each message in its read thread, in order.
+
+    A reach (docs/UPSTREAM.md, 10; checked on CHECKED_VERSIONS): the library's
+    _receive_packet runs every message's handler in a new thread, so a `resync`
+    could be handled after the newer `events` that followed it. Feed's handlers
+    only apply rows under its lock and never wait on a call (syncs run in its
+    worker, and a callback may not call), so running them inline cannot stall
+    the read loop.
+    """
+
+    def _trigger_event(self, event, *args, **kwargs):
+        if event == "message":
+            kwargs["run_async"] = False
+        return super()._trigger_event(event, *args, **kwargs)
+
+
+class InOrderClient(socketio.Client):
+    """python-socketio's client on InOrderEngineIOClient."""
+
+    def _engineio_client_class(self):
+        return InOrderEngineIOClient
+
+
+def in_order_reach_checked():
+    """True when python-engineio and python-socketio are the versions checked.
+
+    On any other, one warning (per difference) says what is lost instead.
+    """
+    installed = {}
+    for name in CHECKED_VERSIONS:
+        try:
+            installed[name] = version(name)
+        except PackageNotFoundError:
+            installed[name] = None
+    differ = {n: v for n, v in installed.items() if v != CHECKED_VERSIONS[n]}
+    if differ:
+        _warn_once(
+            "feed.client: python-engineio's client was checked on "
+            + ", ".join(f"{n} {CHECKED_VERSIONS[n]}" for n in differ)
+            + ", but "
+            + ", ".join(f"{n} {v or 'nothing'}" for n, v in differ.items())
+            + " is installed: messages are handled in the library's threads, "
+            "possibly out of order; a resync resumes from an older cursor "
+            "instead (docs/UPSTREAM.md, 10)"
+        )
+    return not differ
+
+
+@functools.cache
+def _warn_once(message):
+    log.warning(message)
+
+
 class HeldRows:
     """Rows by id under the version rules: only a newer change of a row applies."""
 
@@ -51,11 +118,15 @@ class HeldRows:
         self.tombstone_limit = tombstone_limit
         self.clear()
 
-    def clear(self):
-        """Forget every row, deletion and truncation."""
+    def clear(self, keep_removals=False):
+        """Forget every row, and (unless keep_removals) deletion and truncation.
+
+        Keep them only for the same database: versions of another are unrelated.
+        """
         self.rows = {}
-        self.tombstones = {}  # id -> version of its DELETE, oldest first
-        self.truncated_at = 0
+        if not keep_removals:
+            self.tombstones = {}  # id -> version of its DELETE, oldest first
+            self.truncated_at = 0
 
     def apply(self, row):
         """Apply one change; True when it was applied, False when it was stale."""
@@ -97,10 +168,11 @@ class Feed:
     window None (the default) holds the whole table; window=n starts from the
     newest n rows, and load_older() pages back. cursor: resume from a cursor
     saved from an earlier Feed (rows are then the changes since). Callbacks run
-    in python-socketio's threads or this client's, under its lock: keep them
-    short. on_change(row) is called once per applied change, on_reset(reason)
-    when the rows held are dropped to start over, on_status(status) when the
-    feed's state changes.
+    in python-socketio's read thread or this client's, under its lock: keep them
+    short, and do not call send() or load_older() from one (FeedError: its
+    answer would wait behind the callback). on_change(row) is called once per
+    applied change, on_reset(reason) when the rows held are dropped to start
+    over, on_status(status) when the feed's state changes.
     """
 
     def __init__(
@@ -132,8 +204,11 @@ class Feed:
             "transports": transports,
         }
         self._held = HeldRows()
-        self._cursor = cursor
         self._lock = threading.RLock()
+        self._held_cursors = collections.deque()  # (monotonic time, cursor)
+        self._hold_cursor(cursor)
+        self._in_callback = threading.local()
+        self.in_order = in_order_reach_checked()  # False: the library's threads
         self._changed = threading.Condition(self._lock)
         self._emit_lock = threading.Lock()
         self._synced = threading.Event()
@@ -151,7 +226,8 @@ class Feed:
         )
 
     def _socketio_client(self, delay, delay_max):
-        client = socketio.Client(
+        client_class = InOrderClient if self.in_order else socketio.Client
+        client = client_class(
             reconnection=True,
             reconnection_delay=delay,
             reconnection_delay_max=delay_max,
@@ -238,7 +314,7 @@ class Feed:
 
     def disconnect(self):
         """Disconnect, keeping the rows and cursor: connect() resumes from them."""
-        self._sio.disconnect()
+        self._outside_callbacks(self._sio.disconnect)
 
     def close(self):
         """Disconnect for good and stop this client's thread."""
@@ -246,11 +322,22 @@ class Feed:
             self._closed.set()
             self._release_calls()
         self._wake.set()
+        self._outside_callbacks(self._shut_down)
+
+    def _shut_down(self):
         self._sio.shutdown()
         if self._sio.connected:
             self._sio.disconnect()
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join(10)
+
+    def _outside_callbacks(self, work):
+        # A callback may run in python-engineio's read thread, which disconnecting
+        # joins: from a callback, the work is done in a thread of its own.
+        if getattr(self._in_callback, "active", False):
+            threading.Thread(target=work, name="feed-client-close", daemon=True).start()
+        else:
+            work()
 
     def _on_connect(self):
         with self._lock:
@@ -281,13 +368,38 @@ class Feed:
             # Before this connection's catch-up is done, the rows between the
             # old cursor and this connection's first live row are not held.
             if self._synced.is_set() and cursor is not None:
-                self._cursor = cursor
+                self._hold_cursor(cursor)
 
     def _on_resync(self, data=None):
         log.info("feed %s: resync asked for", self.url)
         with self._lock:
             self.resyncs += 1
+            if not self.in_order:
+                self._rewind_cursor()
         self._want_catch_up()
+
+    def _hold_cursor(self, cursor):
+        # The cursors adopted, kept a while for _rewind_cursor.
+        self._cursor, now, history = cursor, time.monotonic(), self._held_cursors
+        if cursor is None:
+            return history.clear()
+        if history and now - history[-1][0] < CURSOR_HISTORY_SPACING:
+            return
+        history.append((now, cursor))
+        while len(history) > 1 and history[1][0] <= now - RESYNC_LOOKBACK_SECONDS:
+            history.popleft()
+
+    def _rewind_cursor(self):
+        # In the library's threads an `events` sent after this resync may have
+        # been handled first: resume from the cursor held a while ago. An older
+        # cursor is always safe, it only brings rows again.
+        moment, rewound = time.monotonic() - RESYNC_LOOKBACK_SECONDS, None
+        for held_at, cursor in self._held_cursors:
+            if rewound is not None and held_at > moment:
+                break
+            rewound = cursor
+        if rewound is not None:
+            self._cursor = rewound
 
     def _on_status(self, data):
         self._note_status(data)
@@ -356,16 +468,21 @@ class Feed:
                 return self._start_over(generation, self.last_reset)
             with self._lock:
                 self._apply_all(answer["events"])
-                cursor = self._cursor = answer["cursor"]
+                self._hold_cursor(answer["cursor"])
+                cursor = self._cursor
             if not answer["more"]:
                 return
         self._start_over(generation)
 
     def _start_over(self, generation, reason=None):
+        # A reset on the same database keeps the tombstones: a live row deleted
+        # meanwhile may still be handled late, after the clear.
+        same_database = reason is not None and ANOTHER_DATABASE not in reason
         with self._lock:
             held = bool(self._held.rows or self._held.tombstones)
-            self._held.clear()
-            self._cursor, self._starts = None, self._starts + 1
+            self._held.clear(keep_removals=same_database)
+            self._hold_cursor(None)
+            self._starts += 1
             if reason or held:
                 self._callback(self.on_reset, reason or "starting over")
         if self.window:
@@ -384,7 +501,7 @@ class Feed:
     def _adopt_last_page(self, answer):
         with self._lock:
             self._apply_all(answer["events"])
-            self._cursor = answer["cursor"]
+            self._hold_cursor(answer["cursor"])
 
     def _sync(self, request, generation, timeout=None):
         answer = self._call("sync", request, generation, timeout or self.sync_timeout)
@@ -395,6 +512,11 @@ class Feed:
         return answer
 
     def _call(self, event, data, generation, timeout):
+        if getattr(self._in_callback, "active", False):
+            raise FeedError(
+                f"{event} cannot be sent from a callback: its answer would wait "
+                "behind the callback"
+            )
         answered, answers = threading.Event(), []
 
         def on_answer(*args):
@@ -441,7 +563,10 @@ class Feed:
     def _callback(self, callback, argument):
         if callback is None:
             return
+        self._in_callback.active = True
         try:
             callback(argument)
         except Exception:
             log.exception("feed %s: %r failed on %r", self.url, callback, argument)
+        finally:
+            self._in_callback.active = False

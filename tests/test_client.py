@@ -10,12 +10,21 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psycopg2
 import pytest
+from socketio import Client as PlainSocketIOClient
 
-from feed.client import ConnectError, Feed, HeldRows
+from feed.client import (
+    CHECKED_VERSIONS,
+    ConnectError,
+    Feed,
+    FeedError,
+    HeldRows,
+    PromptlyClosingWebSocket,
+)
 from feed.extensions import socketio
 from feed.service.process_feed import NAMESPACE
 from support.clients import RecordedFeed
@@ -206,6 +215,139 @@ def test_a_resync_resumes_from_the_cursor_with_what_was_lost(server, writer):
         feed_client.close()
 
 
+def test_upstream_python_socketio_handles_messages_out_of_order(server, writer):
+    # python-engineio runs each message's handler in a new thread: while the
+    # first message's handler is held up, the second one's runs and ends first.
+    handled, first_arrived, later_handled = [], threading.Event(), threading.Event()
+    plain = PlainSocketIOClient(
+        websocket_extra_options={"class_": PromptlyClosingWebSocket}
+    )
+
+    @plain.on("events", namespace=NAMESPACE)
+    def on_events(rows, cursor=None):
+        if rows and not first_arrived.is_set():
+            first_arrived.set()
+            later_handled.wait(2)  # in order, nothing later can be handled first
+        handled.extend(row["id"] for row in rows)
+        if rows:
+            later_handled.set()
+
+    plain.connect(
+        server.url, namespaces=[NAMESPACE], transports=["websocket"], wait_timeout=10
+    )
+    try:
+        first = insert_row(writer, "first")
+        assert first_arrived.wait(10)
+        second = insert_row(writer, "second")
+        wait_for(lambda: len(handled) == 2, message="both messages handled")
+    finally:
+        plain.disconnect()
+    assert handled == [second, first]
+
+
+class HoldingFeed(RecordedFeed):
+    """A Feed whose first live message with rows is held up until a later one is
+    handled (at most 2 s), as test_upstream_..._out_of_order holds its handler."""
+
+    def __init__(self, url, **options):
+        self.first_arrived, self.later_handled = threading.Event(), threading.Event()
+        super().__init__(url, **options)
+
+    def _on_events(self, rows, cursor=None):
+        if rows and not self.first_arrived.is_set():
+            self.first_arrived.set()
+            self.later_handled.wait(2)
+        super()._on_events(rows, cursor)
+        if rows:
+            self.later_handled.set()
+
+
+def test_the_client_handles_messages_in_arrival_order(server, writer):
+    feed_client = HoldingFeed(server.url)
+    try:
+        assert feed_client.in_order and feed_client.wait_synced(10)
+        first = insert_row(writer, "first")
+        assert feed_client.first_arrived.wait(10)
+        second = insert_row(writer, "second")
+        wait_for(lambda: len(feed_client.applied) == 2, message="both rows applied")
+    finally:
+        feed_client.close()
+    assert feed_client.applied_ids() == [first, second]
+
+
+class LateResyncFeed(DroppingFeed):
+    """A DroppingFeed that handles a resync only once the `events` sent after it
+    (the row "after") is applied: out of order, as python-engineio's threads may."""
+
+    def __init__(self, url, **options):
+        self.dropped_cursors = []
+        self.resync_late = False
+        super().__init__(url, **options)
+
+    def _on_events(self, rows, cursor=None):
+        if self.dropping:
+            self.dropped_cursors.append(cursor)
+        super()._on_events(rows, cursor)
+
+    def _on_resync(self, data=None):
+        self.resync_late = self.wait_until(
+            lambda feed: "after" in feed.texts().values(), timeout=10
+        )
+        super()._on_resync(data)
+
+
+def test_without_the_reach_a_late_resync_still_resumes_from_an_older_cursor(
+    server, writer, monkeypatch, caplog
+):
+    monkeypatch.setitem(CHECKED_VERSIONS, "python-engineio", "0.0.0")
+    feed_client = LateResyncFeed(server.url)
+    try:
+        assert not feed_client.in_order
+        assert "checked on python-engineio 0.0.0" in caplog.text
+        insert_rows(writer, 5)
+        converges(feed_client, writer)
+        feed_client.dropping = True
+        lost = insert_returning_xid(writer, "lost")
+        wait_for(
+            lambda: (
+                feed_client.dropped_rows == 1
+                and any(c and cursor_xid(c) > lost for c in feed_client.dropped_cursors)
+            ),
+            message="the live cursor to pass the row lost",
+        )
+        feed_client.dropping = False
+        socketio.emit("resync", {}, namespace=NAMESPACE)
+        insert_row(writer, "after")
+        converges(feed_client, writer, message="the row lost, by the resync")
+        assert feed_client.resync_late and feed_client.resets == []
+    finally:
+        feed_client.close()
+
+
+@pytest.mark.parametrize(
+    ("cursor", "kept"),
+    [("garbage", True), ("0123456789abcdef.1.1", False)],
+    ids=["same database", "another database"],
+)
+def test_a_reset_keeps_tombstones_unless_the_database_changed(
+    server, writer, resuming_client, cursor, kept
+):
+    insert_rows(writer, 2)
+    feed_client = resuming_client(server.url)
+    converges(feed_client, writer)
+    gone = min(feed_client.rows())
+    execute(writer, f"DELETE FROM events WHERE id = {gone}")
+    converges(feed_client, writer)
+    deleted_at = feed_client._held.tombstones[gone]
+    with feed_client._lock:
+        feed_client._cursor = cursor
+    socketio.emit("resync", {}, namespace=NAMESPACE)
+    wait_for(lambda: feed_client.synced and feed_client.resets, message="the reset")
+    stale = {"op": "INSERT", "id": gone, "event": "stale", "version": deleted_at - 1}
+    feed_client._on_events([stale], None)  # a live row handled after the start-over
+    assert (gone not in feed_client.rows()) is kept
+
+
 def test_the_client_reports_the_feed_offline_and_live_and_catches_up(
     faulty_postgres, app_process, resuming_client
 ):
@@ -379,6 +521,37 @@ def test_close_is_prompt(server):
     feed_client.close()
     assert time.monotonic() - started < 1  # websocket-client alone waits 3 s
     assert not feed_client._worker.is_alive()
+
+
+def test_a_callback_may_close_the_client_but_not_call_the_server(
+    server, writer, caplog
+):
+    refusals = []
+
+    def on_change(row):
+        try:
+            feed_client.send("from a callback")
+        except FeedError as exc:
+            refusals.append(str(exc))
+        feed_client.close()
+
+    feed_client = Feed(server.url, on_change=on_change).connect()
+    try:
+        assert feed_client.wait_synced(10)
+        insert_row(writer, "live")
+        wait_for(
+            lambda: (
+                not feed_client._worker.is_alive() and not feed_client._sio.connected
+            ),
+            message="the client closed by its callback",
+        )
+    finally:
+        feed_client.close()
+    assert refusals == [
+        "event cannot be sent from a callback: its answer would wait behind the "
+        "callback"
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_an_unreachable_server_is_a_connect_error():
