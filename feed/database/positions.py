@@ -132,7 +132,12 @@ class LiveReader:
         self.candidates = []  # the previous read's changes: (table, id, op, seq)
         self.uncovered = False  # rows went out since the cursor last went out
         self.sent_recently = False  # rows went out since the last confirm
-        self._sent = [{}, {}]  # {(table, id): version} sent, this and last round
+        # Versions sent, this round and last (a version names one change: the
+        # sequence is shared), and for rows sent from the log, the version sent
+        # per (table, id), so an older notification of them arriving late is
+        # dropped. Rounds end at each confirm.
+        self._sent = [set(), set()]
+        self._from_log = [{}, {}]
         self._truncated = {}  # {table: version} of the last TRUNCATE sent
 
     def start(self, query):
@@ -179,11 +184,15 @@ class LiveReader:
             return [], False
         result = query(self._statement, {"prev": previous, "tables": list(self.tables)})
         missed = self._missed(self.candidates, read_rows)
+        # Kept until the next confirm: only what no notification brought yet.
         self.candidates = [
-            (table, row_id, op, seq) for _s, table, seq, op, row_id in result if seq
+            (table, row_id, op, seq)
+            for _s, table, seq, op, row_id in result
+            if seq is not None and not self._was_sent(table, row_id, op, seq)
         ]
         self.snapshot = result[0][0]
-        self._sent = [{}, self._sent[0]]
+        self._sent = [set(), self._sent[0]]
+        self._from_log = [{}, self._from_log[0]]
         cursor = Position(_xmin(previous), 0).cursor(self.epoch)
         moved, self.cursor = cursor != self.cursor, cursor
         announce = moved and (self.uncovered or bool(missed))
@@ -199,13 +208,19 @@ class LiveReader:
             if op == "CHANGE":
                 wanted.setdefault(table, set()).add(row_id)
         found = {table: read_rows(table, ids) for table, ids in wanted.items()}
-        rows = []
+        recovered = []
         for table, row_id, op, seq in unsent:
             if op != "CHANGE":
-                rows.append(removal_row(table, op, row_id, seq))
+                row = removal_row(table, op, row_id, seq)
             elif row_id in found[table]:
-                rows.append(row_from_json(table, "INSERT", found[table][row_id]))
-        recovered = [row for row in rows if self._is_new(row)]
+                row = row_from_json(table, "INSERT", found[table][row_id])
+            else:
+                continue  # deleted since: its DELETE comes by a later read
+            if self._is_new(row):
+                recovered.append(row)
+                self._sent[0].add(seq)
+                if row_id is not None:
+                    self._from_log[0][(table, row_id)] = row["version"]
         if recovered:
             self.on_recovered(len(recovered))
         return recovered
@@ -213,11 +228,14 @@ class LiveReader:
     def _was_sent(self, table, row_id, op, seq):
         if op == "TRUNCATE":
             return self._truncated.get(table, -1) >= seq
-        return self._sent_version(table, row_id) >= seq
+        return self._already_sent(table, row_id, seq)
 
-    def _sent_version(self, table, row_id):
+    def _already_sent(self, table, row_id, version):
+        if version in self._sent[0] or version in self._sent[1]:
+            return True
         key = (table, row_id)
-        return max(self._sent[0].get(key, -1), self._sent[1].get(key, -1))
+        newest = max(self._from_log[0].get(key, -1), self._from_log[1].get(key, -1))
+        return newest >= version
 
     def _is_new(self, row):
         table, version = row.pop("table"), row["version"]
@@ -230,9 +248,9 @@ class LiveReader:
             return True
         if version < self._truncated.get(table, -1):
             return False
-        if self._sent_version(table, row["id"]) >= version:
+        if self._already_sent(table, row["id"], version):
             return False
-        self._sent[0][(table, row["id"])] = version
+        self._sent[0].add(version)
         return True
 
     @functools.cached_property
