@@ -74,7 +74,9 @@ def _writers(writers):
     server = writers["server"]
     title = (
         f"Writer commit rate (e): pgbench, single-row INSERT transactions "
-        f"(`{writers['script']}`), {writers['seconds']} s per cell, "
+        f'(`{writers["script"]}`) and, in the case "writers x rows", '
+        f"multi-row ones (`{writers.get('multi_row_script', '')}`; tps counts "
+        f"transactions), {writers['seconds']} s per cell, "
         f"{len(writers['rounds'])} round(s) interleaved; PostgreSQL "
         f"{server['server_version']}, fsync {server['fsync']}, synchronous_commit "
         f"{server['synchronous_commit']}; nobody LISTENs{_load(writers)}"

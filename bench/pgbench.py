@@ -31,6 +31,7 @@ class Pgbench:
 
     def __init__(self, folder, script):
         self.program, self.folder = program(), folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.script = folder / "script.sql"
         self.script.write_text(script)
         self.runs = 0

@@ -65,7 +65,8 @@ class Settings:
     previous_commit: str = PREVIOUS_COMMIT
     previous_rounds: int = 4
     # (e) single-row INSERT transactions by pgbench, per schema and writers
-    write_writers: tuple[int, ...] = (1, 8)
+    write_writers: tuple[int, ...] = (1, 8, 32)
+    write_multi_row: tuple[int, int] = (8, 10)  # writers, rows per INSERT
     write_seconds: int = 5
     write_rounds: int = 3
     # (f) sync by cursor after this many changes; page limits asked for

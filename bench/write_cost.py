@@ -1,14 +1,15 @@
-"""(e) What the feed costs writers: single-row INSERT transactions run by pgbench.
+"""(e) What the feed costs writers: INSERT transactions run by pgbench.
 
 Four databases on the benchmark's server, each with an `events` table made by
 pg-feed's own migrations: feed off (0001 alone: the seed's columns, no
 trigger), positions only (every migration, then the triggers that run
 feed_notify() dropped), previous version (0001 and 0002: NOTIFY, no
 positions) and current (every migration). A cell is one schema at one number
-of writers (pgbench clients, a thread each) for write_seconds; a round runs
-every cell once, in an order that rotates from round to round, and each cell
-is compared with feed off at the same writers in the same round. Nobody
-LISTENs.
+of writers (pgbench clients, a thread each) running single-row INSERT
+transactions, or the multi-row case (write_multi_row: writers, rows per
+INSERT), for write_seconds; a round runs every cell once, in an order that
+rotates from round to round, and each cell is compared with feed off in the
+same case and round. Nobody LISTENs.
 """
 
 import contextlib
@@ -42,6 +43,9 @@ NOTIFY_TRIGGERS = (
     "WHERE t.tgrelid = 'events'::regclass AND p.proname = 'feed_notify'"
 )
 SCRIPT = "INSERT INTO events (event) VALUES ('pgbench row');\n"
+MULTI_ROW_SCRIPT = (
+    "INSERT INTO events (event) SELECT 'pgbench row' FROM generate_series(1, {rows});\n"
+)
 WARM_UP_SECONDS = 1
 SERVER_SETTINGS = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
 
@@ -50,17 +54,22 @@ def run(settings, database_url):
     """(e): the schemas, every round's cells and the summary; no count checks."""
     folder = Path(tempfile.mkdtemp(prefix="pgfeed-bench-pgbench-"))
     try:
-        bench = Pgbench(folder, SCRIPT)
+        single = Pgbench(folder / "single", SCRIPT)
+        writers, rows = settings.write_multi_row
+        multi = Pgbench(folder / "multi", MULTI_ROW_SCRIPT.format(rows=rows))
+        cases = {str(count): (single, count) for count in settings.write_writers}
+        cases[multi_row_case(writers, rows)] = (multi, writers)
         with _databases(database_url) as urls:
             for schema, url in urls.items():
                 log.info("(e) warm-up: %s", schema)
-                bench.cell(url, max(settings.write_writers), WARM_UP_SECONDS)
-            rounds = _rounds(bench, urls, settings)
+                single.cell(url, max(settings.write_writers), WARM_UP_SECONDS)
+            rounds = _rounds(cases, urls, settings)
             server = _server_settings(urls[FEED_OFF])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     document = {
         "script": SCRIPT.strip(),
+        "multi_row_script": MULTI_ROW_SCRIPT.format(rows=rows).strip(),
         "seconds": settings.write_seconds,
         "server": server,
         "schemas": {
@@ -68,7 +77,7 @@ def run(settings, database_url):
             for name, (revision, notifies) in SCHEMAS.items()
         },
         "rounds": rounds,
-        "summary": summarize(rounds, settings.write_writers),
+        "summary": summarize(rounds, list(cases)),
     }
     return document, []
 
@@ -119,16 +128,22 @@ def _server_settings(url):
         connection.close()
 
 
-def _rounds(bench, urls, settings):
-    cells = [(schema, writers) for writers in settings.write_writers for schema in urls]
+def multi_row_case(writers, rows):
+    """The multi-row case's name, as the tables show it."""
+    return f"{writers} x {rows} rows"
+
+
+def _rounds(cases, urls, settings):
+    cells = [(schema, case) for case in cases for schema in urls]
     rounds = []
     for number in range(1, settings.write_rounds + 1):
         shift = (number - 1) % len(cells)
         order = cells[shift:] + cells[:shift]
         results = {schema: {} for schema in urls}
-        for schema, writers in order:
-            log.info("(e) round %d: %s, %d writer(s)", number, schema, writers)
-            results[schema][str(writers)] = bench.cell(
+        for schema, case in order:
+            bench, writers = cases[case]
+            log.info("(e) round %d: %s, %s", number, schema, case)
+            results[schema][case] = bench.cell(
                 urls[schema], writers, settings.write_seconds
             )
         rounds.append(
@@ -137,15 +152,12 @@ def _rounds(bench, urls, settings):
     return rounds
 
 
-def summarize(rounds, writer_counts):
-    """Per schema and writers: medians over rounds, and the same-round ratio of
-    tps to feed off's."""
+def summarize(rounds, cases):
+    """Per schema and case (writers, or the multi-row case): medians over
+    rounds, and the same-round ratio of tps to feed off's."""
     schemas = list(rounds[0]["cells"])
     return {
-        schema: {
-            str(writers): _cell_summary(rounds, schema, str(writers))
-            for writers in writer_counts
-        }
+        schema: {case: _cell_summary(rounds, schema, case) for case in cases}
         for schema in schemas
     }
 
