@@ -4,6 +4,7 @@ never ahead of what went out, never holding live rows back (docs/RESUME.md)."""
 import psycopg2
 import pytest
 
+from support.clients import resume
 from support.database import insert_row
 from support.waiting import wait_for
 
@@ -29,17 +30,6 @@ def open_transaction(database_url):
     yield connection
     connection.rollback()
     connection.close()
-
-
-def resume(feed_client, cursor):
-    rows = []
-    while True:
-        answer = feed_client.call("sync", {"cursor": cursor})
-        assert answer["ok"] is True and "reset" not in answer, answer
-        rows += answer["events"]
-        cursor = answer["cursor"]
-        if not answer["more"]:
-            return rows, cursor
 
 
 def cursor_xid(cursor):

@@ -7,6 +7,7 @@ seen, as current rows with versions, and `reset` for a cursor it cannot use.
 import psycopg2
 import pytest
 
+from support.clients import resume as paged_resume
 from support.database import insert_row
 
 
@@ -17,15 +18,7 @@ def feed_client(server, sio_client):
 
 
 def resume(feed_client, cursor, limit=1000):
-    """Page through sync {"cursor"} until more is false: (rows, last cursor)."""
-    rows = []
-    while True:
-        answer = feed_client.call("sync", {"cursor": cursor, "limit": limit})
-        assert answer["ok"] is True and "reset" not in answer, answer
-        rows += answer["events"]
-        cursor = answer["cursor"]
-        if not answer["more"]:
-            return rows, cursor
+    return paged_resume(feed_client, cursor, limit)
 
 
 def ops(rows):

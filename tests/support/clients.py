@@ -147,6 +147,23 @@ class RecordedFeed(Feed):
         return [change for change, count in seen.items() if count > 1]
 
 
+def resume(feed_client, cursor, limit=None):
+    """Page through sync {"cursor"} until more is false: (rows, last cursor).
+
+    limit None: the server's default page size."""
+    rows = []
+    while True:
+        request = (
+            {"cursor": cursor} if limit is None else {"cursor": cursor, "limit": limit}
+        )
+        answer = feed_client.call("sync", request)
+        assert answer["ok"] is True and "reset" not in answer, answer
+        rows += answer["events"]
+        cursor = answer["cursor"]
+        if not answer["more"]:
+            return rows, cursor
+
+
 def client_factory(client_class):
     """Yield a function that connects client_class instances; close them after."""
     clients = []
