@@ -551,7 +551,14 @@ def test_a_callback_may_close_the_client_but_not_call_the_server(
         "event cannot be sent from a callback: its answer would wait behind the "
         "callback"
     ]
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # The client's own loggers only: the in-process werkzeug server may log a
+    # 400 for a websocket frame that crossed its close (a dev-server artifact).
+    client_loggers = ("feed.client", "socketio.client", "engineio.client", "websocket")
+    assert [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith(client_loggers)
+    ] == []
 
 
 def test_an_unreachable_server_is_a_connect_error():
