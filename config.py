@@ -65,6 +65,10 @@ class Config:
     # changes flow (the cursor lags live rows by up to about twice this), and
     # how long and how many DELETE/TRUNCATE records are kept for cursors.
     FEED_CONFIRM_INTERVAL = float(os.environ.get("FEED_CONFIRM_INTERVAL", 1))
+    # Poll mode (`flask feed mode poll`, docs/DEPLOYING.md "Wake-up modes"):
+    # how often each listener reads what committed. Live rows wait up to this
+    # long; each instance runs 1/interval small queries a second.
+    FEED_POLL_INTERVAL = float(os.environ.get("FEED_POLL_INTERVAL", 0.05))
     FEED_REMOVALS_KEEP_SECONDS = float(
         os.environ.get("FEED_REMOVALS_KEEP_SECONDS", 7 * 24 * 3600)
     )

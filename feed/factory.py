@@ -13,7 +13,7 @@ from .clients.wsgi import AnswerEndedSessions, LargeMessages
 from .database.urls import sqlalchemy_url
 from .extensions import db, migrate, socketio
 from .fanout.backlog import BoundedManager
-from .service import concurrency, process_feed
+from .service import commands, concurrency, process_feed
 from .upstream import check as upstream_reaches_allowed
 from .upstream import websocket
 
@@ -38,6 +38,7 @@ def create_app(config=None):
     max_bytes = max_message_bytes(app.config["FEED_MAX_EVENT_CHARS"])
     _init_socketio(app, reaches, max_bytes)
     process_feed.init_app(app)
+    commands.init_app(app)
     namespace.init_app(app)
     _bound_message_sizes(app, reaches, max_bytes)
     app.register_blueprint(views.bp)

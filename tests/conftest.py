@@ -20,6 +20,7 @@ from support.database import (
     drop_database,
     empty_quietly,
     migrate_to_head,
+    set_wake_mode,
 )
 from support.pgbouncer import start_or_skip
 from support.processes import SERVER_MODES, AppProcess, ServedApp
@@ -57,7 +58,17 @@ def writer(database_url):
 
 
 @pytest.fixture
-def app(database_url, writer):
+def wake_mode(request, writer):
+    """The database's wake-up mode while the test's apps start: "notify", or
+    each mode in turn with support.database.both_wake_modes."""
+    mode = getattr(request, "param", "notify")
+    if mode != "notify":
+        set_wake_mode(writer, mode)
+    return mode
+
+
+@pytest.fixture
+def app(database_url, writer, wake_mode):
     """The app on the test database, with an empty events table."""
     app = create_app({"DATABASE_URL": database_url, "TESTING": True})
     yield app
@@ -87,7 +98,7 @@ def server(app):
 
 
 @pytest.fixture
-def serve_app(database_url, writer):
+def serve_app(database_url, writer, wake_mode):
     """Factory: serve_app(**config) -> a ServedApp of an app with these settings."""
     served = []
 
@@ -124,7 +135,7 @@ def mode(request):
 
 
 @pytest.fixture
-def app_process(database_url, writer):
+def app_process(database_url, writer, wake_mode):
     """Factory: app_process(mode=None, **env) -> a running AppProcess, stopped after.
 
     `database_url=` in env runs it on another database than the session's

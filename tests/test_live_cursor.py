@@ -58,7 +58,7 @@ def test_every_events_message_carries_a_cursor_that_covers_what_went_out(
         sql.execute("DELETE FROM events WHERE id = %s", (ids[1],))
     rows, _ = resume(feed_client, cursor)
     assert [(row["op"], row["id"]) for row in rows] == [
-        ("INSERT", ids[0]),
+        ("UPDATE", ids[0]),
         ("DELETE", ids[1]),
     ]
 

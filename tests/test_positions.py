@@ -63,7 +63,7 @@ def test_every_change_is_returned_once_in_order(reader, writer):
     with writer.cursor() as cursor:
         cursor.execute("DELETE FROM events WHERE id = %s", (second,))
     rows, position = reader.catch_up(reader.start)
-    assert ops(rows) == [("INSERT", first, "one!"), ("DELETE", second, None)]
+    assert ops(rows) == [("UPDATE", first, "one!"), ("DELETE", second, None)]
     assert reader.catch_up(position)[0] == []  # nothing twice
 
 
@@ -101,7 +101,7 @@ def test_updates_and_deletes_of_old_rows_after_the_cursor_come_back(reader, writ
         cursor.execute("UPDATE events SET event = 'edited' WHERE id = %s", (ids[0],))
         cursor.execute("DELETE FROM events WHERE id = %s", (ids[1],))
     rows, _ = reader.catch_up(position)
-    assert ops(rows) == [("INSERT", ids[0], "edited"), ("DELETE", ids[1], None)]
+    assert ops(rows) == [("UPDATE", ids[0], "edited"), ("DELETE", ids[1], None)]
 
 
 def test_a_row_changed_twice_comes_back_once_as_it_is_now(reader, writer):
@@ -111,7 +111,7 @@ def test_a_row_changed_twice_comes_back_once_as_it_is_now(reader, writer):
         cursor.execute("UPDATE events SET event = 'b' WHERE id = %s", (new_id,))
         cursor.execute("UPDATE events SET event = 'c' WHERE id = %s", (new_id,))
     rows, _ = reader.catch_up(position)
-    assert ops(rows) == [("INSERT", new_id, "c")]
+    assert ops(rows) == [("UPDATE", new_id, "c")]
 
 
 def test_versions_rise_with_each_change_of_a_row(reader, writer):

@@ -34,7 +34,7 @@ def test_history_then_resume_returns_exactly_what_changed(feed_client, writer):
     with writer.cursor() as cursor:
         cursor.execute("UPDATE events SET event = 'kept!' WHERE id = %s", (kept,))
     rows, cursor = resume(feed_client, history["cursor"])
-    assert ops(rows) == [("INSERT", added, "added"), ("INSERT", kept, "kept!")]
+    assert ops(rows) == [("INSERT", added, "added"), ("UPDATE", kept, "kept!")]
     assert resume(feed_client, cursor)[0] == []
 
 

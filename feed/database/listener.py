@@ -50,6 +50,10 @@ class Listener:
     rows with versions, none twice, and the confirmed cursor; and the thread
     confirms against the log every confirm_interval while changes flow, on its
     idle check, and after every (re)connect, sending what NOTIFY missed.
+    With a reader the thread also follows the database's wake-up mode
+    (migration 0006): in poll mode it does not LISTEN; it wakes every
+    poll_interval, still blocked in select() on its connection in between,
+    and sends what became visible since its previous read (LiveReader.poll).
     The connection is asynchronous so that every wait on it has a deadline: a
     silently dead network is found by the health query on idle, within
     idle_check + timeout seconds.
@@ -64,6 +68,7 @@ class Listener:
         tables=None,
         reader=None,
         confirm_interval=1.0,
+        poll_interval=0.05,
         idle_check=5.0,
         timeout=5.0,
     ):
@@ -71,6 +76,8 @@ class Listener:
         self.tables = None if tables is None else frozenset(tables)
         self.reader = reader
         self.confirm_interval = confirm_interval
+        self.poll_interval = poll_interval
+        self.last_read_at = None
         self._next_confirm = 0.0
         self.channel = channel
         self.on_batch = on_batch
@@ -113,17 +120,30 @@ class Listener:
         self.state = "stopped"
 
     def status(self):
-        """State for health checks: listening or not, reconnects, last notification."""
-        return {
+        """State for health checks: listening or not, reconnects, last change
+        seen, and the wake-up mode with, in poll mode, when it last read."""
+        status = {
             "state": self.state,
             "reconnects": self.reconnects,
             "last_notification_at": self.last_notification_at,
+            "mode": self.mode,
         }
+        if self.mode == "poll":
+            status["poll_interval_seconds"] = self.poll_interval
+            status["last_read_at"] = self.last_read_at
+        return status
 
-    def expect_probe(self, token):
-        """An Event set when a notification {"probe": token} arrives on the channel."""
+    @property
+    def mode(self):
+        """The wake-up mode it follows: "notify" or "poll" (migration 0006)."""
+        return "notify" if self.reader is None else self.reader.mode
+
+    def expect_probe(self, token, epoch=None):
+        """An Event set when a notification {"probe": token} arrives on the
+        channel or, in poll mode, when a read that began after this call is
+        done on the database whose epoch is `epoch`."""
         arrived = threading.Event()
-        self._probes[token] = arrived
+        self._probes[token] = (arrived, time.monotonic(), epoch)
         return arrived
 
     def forget_probe(self, token):
@@ -158,9 +178,10 @@ class Listener:
         self._wait()
         self._conn.notifies = deque()
         self._query(queries.SET_UTC)
-        self._query(queries.listen_statement(self.channel))
         if self.reader is not None:
             self._start_reader()
+        if self.mode == "notify":
+            self._query(queries.listen_statement(self.channel))
         self.state = "listening"
         self._ready.set()
 
@@ -170,6 +191,7 @@ class Listener:
         except (
             psycopg2.errors.UndefinedTable,
             psycopg2.errors.UndefinedFunction,
+            psycopg2.errors.UndefinedColumn,
         ) as exc:
             # Not the app's database (or not migrated): LISTEN still works, so
             # the delivery check can say what is wrong; nothing to confirm.
@@ -251,9 +273,56 @@ class Listener:
             return cursor.fetchall() if cursor.description else None
 
     def _listen(self):
+        while True:
+            if self.mode == "poll":
+                self._poll_loop()  # returns once the database is in notify mode
+                self._query(queries.listen_statement(self.channel))
+                self._poll_once()  # what committed before LISTEN, sent now
+            self._notify_loop()  # returns once it is in poll mode
+            self._query(queries.UNLISTEN_ALL)
+
+    def _poll_loop(self):
+        """Poll mode: a read every poll_interval, on a fixed schedule."""
+        next_read = time.monotonic()
+        while self.mode == "poll":
+            wait = next_read - time.monotonic()
+            if wait > 0:
+                ready, _, _ = select.select([self._conn, self._wake_read], [], [], wait)
+                if self._wake_read in ready:
+                    raise Stopping
+                if ready:
+                    self._conn.poll()  # a closed connection raises here
+                    self._conn.notifies.clear()  # a probe's NOTIFY, unheard
+                continue
+            self._poll_once()
+            next_read += self.poll_interval
+            now = time.monotonic()
+            if next_read < now:  # the read overran: keep the schedule, skip
+                next_read = now + self.poll_interval
+
+    def _poll_once(self):
+        started = time.monotonic()
+        rows, announce = self.reader.poll(
+            self._query, self._rows_by_id, started, self.confirm_interval
+        )
+        self.last_read_at = time.time()
+        if rows:
+            self.last_notification_at = self.last_read_at
+        self._reads_done(started)
+        if rows or announce:
+            self._hand_over(rows)
+
+    def _reads_done(self, started):
+        """Answer the probes registered before a read that began at `started`."""
+        for token, (arrived, registered, epoch) in list(self._probes.items()):
+            if registered <= started and epoch == self.reader.epoch:
+                self._probes.pop(token, None)
+                arrived.set()
+
+    def _notify_loop(self):
         if self.reader is not None:
             self._confirm()  # what committed while it was not listening
-        while True:
+        while self.mode == "notify":
             if not self._conn.notifies:
                 ready, _, _ = select.select(
                     [self._conn, self._wake_read], [], [], self._select_timeout()
@@ -271,6 +340,8 @@ class Listener:
             self._deliver(self._drain())
             if self.reader is not None and self._confirm_due():
                 self._confirm()
+        # In poll mode from here: what was notified is delivered (the switch's
+        # own notification came after it); the first read sends the rest.
 
     def _select_timeout(self):
         if self.reader is None or not self.reader.busy():
@@ -336,14 +407,18 @@ class Listener:
         if isinstance(decoded, notifications.Probe):
             self._probe_arrived(decoded.token)
             return None
+        if isinstance(decoded, notifications.ModeSwitch):
+            if self.reader is not None and self.reader.snapshot is not None:
+                self.reader.mode = decoded.mode
+            return None
         if self.tables is not None and decoded["table"] not in self.tables:
             return None
         return decoded
 
     def _probe_arrived(self, token):
-        arrived = self._probes.pop(token, None)
-        if arrived is not None:
-            arrived.set()
+        probe = self._probes.pop(token, None)
+        if probe is not None:
+            probe[0].set()
 
     def _rows_by_id(self, table, ids):
         try:

@@ -16,11 +16,24 @@ class Probe:
         self.token = token
 
 
+class ModeSwitch:
+    """A {"mode": ...} notification: feed_set_mode() switched the database."""
+
+    def __init__(self, mode):
+        self.mode = mode
+
+
+MODES = ("notify", "poll")
+
+
 def decode(payload):
-    """A feed notification dict or a Probe from payload text; ValueError otherwise."""
+    """A feed notification dict, a Probe or a ModeSwitch from payload text;
+    ValueError otherwise."""
     decoded = json.loads(payload)
     if isinstance(decoded, dict) and "probe" in decoded:
         return Probe(decoded["probe"])
+    if isinstance(decoded, dict) and decoded.get("mode") in MODES:
+        return ModeSwitch(decoded["mode"])
     check(decoded)
     return decoded
 

@@ -60,14 +60,15 @@ class Changes:
     next_position: Position
 
 
+CHANGES = ("INSERT", "UPDATE")  # a row's latest change, read from the row
 SETTLING_MAX = 10_000  # changes a last page may add past a long-open transaction
 
 
 def changes_after(session, position, limit):
     """Up to `limit` changes after `position` that are final, and what follows.
 
-    Each row: {"id", "op", "event", "created_at", "version"}; op INSERT for a row
-    as it is now (inserted or updated since), DELETE, or TRUNCATE (id None).
+    Each row: {"id", "op", "event", "created_at", "version"}; op INSERT or UPDATE
+    for a row as it is now (its latest change), DELETE, or TRUNCATE (id None).
     The last page (more false) also carries the changes that committed after
     the watermark (an older transaction is still open): a client that came
     after they went out live has them, while its cursor stays at the watermark.
@@ -99,7 +100,7 @@ def _row(change):
     _xid, seq, op, row_id, event, created_at = change
     return {
         "id": row_id,
-        "op": "INSERT" if op == "CHANGE" else op,
+        "op": op,
         "event": event,
         "created_at": None
         if created_at is None
@@ -139,6 +140,11 @@ class LiveReader:
         self._sent = [set(), set()]
         self._from_log = [{}, {}]
         self._truncated = {}  # {table: version} of the last TRUNCATE sent
+        self.mode = "notify"  # the database's wake-up mode, as last read
+        # Rows sent so far have xids below this: a cursor below it may lie
+        # before some of them, and goes out when it moves (poll mode).
+        self._cover_to = 0
+        self._next_round = 0.0
 
     def start(self, query):
         """On every (re)connect: note the epoch; the first time, where to begin.
@@ -147,6 +153,7 @@ class LiveReader:
         again from now.
         """
         current = epoch_of(query(queries.EPOCH_PARTS)[0])
+        self.mode = query(queries.FEED_MODE)[0][0]  # 0006: fails before it
         changed = current != self.epoch
         self.epoch = current
         if self.snapshot is None or changed:
@@ -160,6 +167,7 @@ class LiveReader:
         self.candidates = []
         self.snapshot = None
         self.epoch = None
+        self.mode = "notify"
 
     def live(self, rows):
         """The wire rows not sent yet, in the order given; remembers them."""
@@ -187,10 +195,12 @@ class LiveReader:
         # Kept until the next confirm: only what no notification brought yet.
         self.candidates = [
             (table, row_id, op, seq)
-            for _s, table, seq, op, row_id in result
+            for _s, _m, table, seq, op, row_id, _x, _r in result
             if seq is not None and not self._was_sent(table, row_id, op, seq)
         ]
-        self.snapshot = result[0][0]
+        self.snapshot, self.mode = result[0][0], result[0][1]
+        if missed or self.sent_recently:
+            self._cover_to = max(self._cover_to, _xmax(self.snapshot))
         self._sent = [set(), self._sent[0]]
         self._from_log = [{}, self._from_log[0]]
         cursor = Position(_xmin(previous), 0).cursor(self.epoch)
@@ -201,19 +211,67 @@ class LiveReader:
         self.sent_recently = False
         return missed, announce
 
+    def poll(self, query, read_rows, now, round_seconds):
+        """(rows, announce) of poll mode: every change that became visible since
+        the previous read, sent now, and the cursor moved to this read's
+        watermark, which they carry.
+
+        Nothing is waited on: a read's snapshot sees every transaction that
+        committed before it, and the next read starts from that snapshot, so
+        each change is in exactly one read (docs/RESUME.md, "Poll mode"); one
+        still open is in the read after it commits. Changes a notify-mode read
+        found and no notification brought (just after a switch) go out too.
+        The versions sent are remembered for round_seconds (rounds end at
+        `now` past that), so that notifications crossing a switch of modes
+        are dropped, not sent twice.
+        """
+        previous = self.snapshot
+        if previous is None:  # without_log()
+            return [], False
+        result = query(
+            self._poll_statement, {"prev": previous, "tables": list(self.tables)}
+        )
+        rows = self._missed(self.candidates, read_rows) if self.candidates else []
+        self.candidates = []
+        for _s, _m, table, seq, op, row_id, _xid, data in result:
+            if seq is None:
+                continue
+            if op in CHANGES:
+                row = row_from_json(table, op, data)
+            else:
+                row = removal_row(table, op, row_id, seq)
+            if self._is_new(row):
+                rows.append(row)
+                if row_id is not None:
+                    self._from_log[0][(table, row_id)] = row["version"]
+        self.snapshot, self.mode = result[0][0], result[0][1]
+        if rows or self.sent_recently:
+            self._cover_to = max(self._cover_to, _xmax(self.snapshot))
+        self.sent_recently = False
+        previous_xid = None if self.cursor is None else parse_xid(self.cursor)
+        self.cursor = Position(_xmin(self.snapshot), 0).cursor(self.epoch)
+        moved = previous_xid != _xmin(self.snapshot)
+        announce = not rows and moved and (previous_xid or 0) < self._cover_to
+        self.uncovered = _xmin(self.snapshot) < self._cover_to
+        if now >= self._next_round:
+            self._next_round = now + round_seconds
+            self._sent = [set(), self._sent[0]]
+            self._from_log = [{}, self._from_log[0]]
+        return rows, announce
+
     def _missed(self, candidates, read_rows):
         unsent = [c for c in candidates if not self._was_sent(*c)]
         wanted = {}
         for table, row_id, op, _seq in unsent:
-            if op == "CHANGE":
+            if op in CHANGES:
                 wanted.setdefault(table, set()).add(row_id)
         found = {table: read_rows(table, ids) for table, ids in wanted.items()}
         recovered = []
         for table, row_id, op, seq in unsent:
-            if op != "CHANGE":
+            if op not in CHANGES:
                 row = removal_row(table, op, row_id, seq)
             elif row_id in found[table]:
-                row = row_from_json(table, "INSERT", found[table][row_id])
+                row = row_from_json(table, op, found[table][row_id])
             else:
                 continue  # deleted since: its DELETE comes by a later read
             if self._is_new(row):
@@ -256,6 +314,10 @@ class LiveReader:
     @functools.cached_property
     def _statement(self):
         return queries.visible_since(self.tables)
+
+    @functools.cached_property
+    def _poll_statement(self):
+        return queries.visible_since(self.tables, with_rows=True)
 
 
 def wire_row(notification):
@@ -300,6 +362,15 @@ def removal_row(table, op, row_id, seq):
 
 def _xmin(snapshot_text):
     return int(snapshot_text.split(":", 1)[0])
+
+
+def parse_xid(cursor):
+    """The xid part of a cursor this feed made."""
+    return int(cursor.split(".")[1])
+
+
+def _xmax(snapshot_text):
+    return int(snapshot_text.split(":", 2)[1])
 
 
 def epoch(session):

@@ -85,6 +85,7 @@ def listen_statement(channel):
 
 
 SET_UTC = "SET TIME ZONE 'UTC'"
+UNLISTEN_ALL = "UNLISTEN *"
 
 
 def check_database(session):
@@ -100,7 +101,8 @@ _CHANGES_SINCE = text(
     "trim AS (SELECT feed_xid, feed_seq FROM feed_trimmed), "
     "changes AS ("
     " SELECT * FROM ("
-    "  SELECT e.feed_xid AS xid, e.feed_seq AS seq, 'CHANGE' AS op, e.id,"
+    "  SELECT e.feed_xid AS xid, e.feed_seq AS seq,"
+    "   CASE WHEN e.feed_updated THEN 'UPDATE' ELSE 'INSERT' END AS op, e.id,"
     "   e.event, e.created_at"
     "  FROM events AS e, mark"
     "  WHERE (e.feed_xid, e.feed_seq) > (CAST(:xid AS xid8), :seq)"
@@ -123,7 +125,8 @@ _CHANGES_SINCE = text(
 # after a position: what a resume answer adds on its last page.
 _SETTLING_SINCE = text(
     "SELECT * FROM ("
-    " SELECT e.feed_xid::text AS xid, e.feed_seq AS seq, 'CHANGE' AS op, e.id,"
+    " SELECT e.feed_xid::text AS xid, e.feed_seq AS seq,"
+    "  CASE WHEN e.feed_updated THEN 'UPDATE' ELSE 'INSERT' END AS op, e.id,"
     "  e.event, e.created_at"
     " FROM events AS e"
     " WHERE e.feed_xid >= CAST(:watermark AS xid8)"
@@ -138,50 +141,63 @@ _SETTLING_SINCE = text(
 # What became visible since a snapshot `prev` (the listener's last read), in
 # one statement and so one snapshot: rows whose last writer is not visible in
 # prev, and removals likewise. Index scans from prev's xmax up and for prev's
-# in-progress xids; nothing older is looked at.
+# in-progress xids; nothing older is looked at. The database's wake-up mode
+# (migration 0006) comes with it, so a listener follows a switch within one read.
 _VISIBLE_SINCE = """
 WITH prev AS (SELECT CAST(%(prev)s AS pg_snapshot) AS s),
 running AS (SELECT pg_snapshot_xip(s) AS xid FROM prev)
-SELECT pg_current_snapshot()::text AS snapshot, c.table_name, c.seq, c.op, c.id
-FROM (SELECT 1) AS one LEFT JOIN (
+SELECT pg_current_snapshot()::text AS snapshot, m.mode,
+    c.table_name, c.seq, c.op, c.id, c.xid::text, c.row
+FROM feed_mode AS m LEFT JOIN (
     {parts}
-    SELECT r.table_name, r.feed_seq, r.op, r.row_id
+    SELECT r.table_name, r.feed_seq, r.op, r.row_id, r.feed_xid, NULL::json
     FROM feed_removals AS r, prev
     WHERE r.feed_xid >= pg_snapshot_xmax(prev.s) AND r.table_name = ANY(%(tables)s)
     UNION ALL
-    SELECT r.table_name, r.feed_seq, r.op, r.row_id
+    SELECT r.table_name, r.feed_seq, r.op, r.row_id, r.feed_xid, NULL::json
     FROM feed_removals AS r
     WHERE r.feed_xid IN (SELECT xid FROM running)
       AND r.table_name = ANY(%(tables)s)
-) AS c ON true
+) AS c (table_name, seq, op, id, xid, row) ON true
 ORDER BY c.seq
 """
 _VISIBLE_IN_TABLE = """
-    SELECT {name} AS table_name, t.feed_seq AS seq, 'CHANGE' AS op, t.id
+    SELECT {name}, t.feed_seq, {op}, t.id, t.feed_xid, {row}
     FROM {table} AS t, prev WHERE t.feed_xid >= pg_snapshot_xmax(prev.s)
     UNION ALL
-    SELECT {name}, t.feed_seq, 'CHANGE', t.id
+    SELECT {name}, t.feed_seq, {op}, t.id, t.feed_xid, {row}
     FROM {table} AS t WHERE t.feed_xid IN (SELECT xid FROM running)
     UNION ALL
 """
+_OP = "CASE WHEN t.feed_updated THEN 'UPDATE' ELSE 'INSERT' END"
 CURRENT_SNAPSHOT = "SELECT pg_current_snapshot()::text"
 _TRIM = text("SELECT feed_trim_removals(make_interval(secs => :age), :count, :batch)")
 
 
-def visible_since(tables):
+def visible_since(tables, with_rows=False):
     """The statement reading what became visible in `tables` since a snapshot.
 
     Parameters: prev (snapshot text) and tables (their names). Rows: (snapshot
-    now, table, seq, op, id), op CHANGE (the row's latest change), DELETE or
-    TRUNCATE (id null); one row of NULLs but the snapshot when nothing changed.
+    now, mode, table, seq, op, id, xid, row): op INSERT or UPDATE (the row's
+    latest change, row its JSON when with_rows, else null), DELETE or TRUNCATE
+    (id null); one row of NULLs but the snapshot and mode when nothing changed.
     """
+    row = sql.SQL("to_json(t)" if with_rows else "NULL::json")
     parts = sql.SQL("").join(
         sql.SQL(_VISIBLE_IN_TABLE).format(
-            name=sql.Literal(table), table=sql.Identifier(table)
+            name=sql.Literal(table),
+            table=sql.Identifier(table),
+            op=sql.SQL(_OP),
+            row=row,
         )
         for table in tables
     )
     return sql.SQL(_VISIBLE_SINCE).format(parts=parts)
+
+
+FEED_MODE = "SELECT mode FROM feed_mode"
+SET_MODE = "SELECT feed_set_mode(%s)"
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 
 
 def trim_removals(session, max_age_seconds, max_count, batch):
@@ -205,8 +221,9 @@ def changes_since(session, xid, seq, limit):
     """(watermark, trimmed, rows): changes after (xid, seq) below the watermark.
 
     trimmed: the removal log no longer holds everything after (xid, seq).
-    rows: (xid, seq, op, id, event, created_at) in position order, op "CHANGE"
-    for a row as it is now, "DELETE" or "TRUNCATE" for a removal.
+    rows: (xid, seq, op, id, event, created_at) in position order, op "INSERT"
+    or "UPDATE" for a row as it is now (its latest change), "DELETE" or
+    "TRUNCATE" for a removal.
     """
     result = session.execute(
         _CHANGES_SINCE, {"xid": str(xid), "seq": seq, "limit": limit}

@@ -1,6 +1,8 @@
 """The end-to-end delivery check: a NOTIFY sent through the app's own pool must come
 back through the listener, at start, every FEED_DELIVERY_CHECK_INTERVAL seconds and
 at once after the listener reconnects. Its verdict is the feed's health signal.
+In poll mode the listener answers a probe with its next read, if that read is of
+the database DATABASE_URL names (the same epoch).
 """
 
 import threading
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
-from ..database import queries
+from ..database import positions, queries
 from ..extensions import db
 
 NOT_HEARD = (
@@ -20,6 +22,12 @@ NOT_HEARD = (
     "DATABASE_URL and LISTENER_DATABASE_URL pointing at different databases; fix: "
     "set LISTENER_DATABASE_URL to a direct (or session-mode) connection to the "
     "same database"
+)
+NOT_READ = (
+    "the listener's reads (poll mode) did not see the database DATABASE_URL "
+    "names within {timeout:g} s: LISTENER_DATABASE_URL points at another "
+    "database, or the listener's reads fail (see its log); fix: point both at "
+    "the same database"
 )
 NOT_SENT = "the delivery probe could not be sent through DATABASE_URL"
 # While the listener is down nothing is probed; this long between looks at it
@@ -129,8 +137,16 @@ class DeliveryCheck:
 
     def _round_trip(self):
         token = uuid.uuid4().hex
-        self._arrived = arrived = self.listener.expect_probe(token)
+        polling = self.listener.mode == "poll"
+        epoch = None
+        if polling:  # answered by a read of the database DATABASE_URL names
+            epoch, error = self._epoch()
+            if error is not None:
+                return ProbeResult(False, NOT_SENT, detail=error)
+        self._arrived = arrived = self.listener.expect_probe(token, epoch)
         started = time.monotonic()
+        # Sent in poll mode too: a probe that crosses a switch to NOTIFY mode
+        # is still answered.
         error = self._send(token)
         if error is not None:
             self.listener.forget_probe(token)
@@ -138,7 +154,8 @@ class DeliveryCheck:
         try:
             if arrived.wait(self.timeout):
                 return ProbeResult(True, seconds=time.monotonic() - started)
-            return ProbeResult(False, NOT_HEARD.format(timeout=self.timeout))
+            unseen = NOT_READ if polling else NOT_HEARD
+            return ProbeResult(False, unseen.format(timeout=self.timeout))
         finally:
             self.listener.forget_probe(token)
 
@@ -151,6 +168,17 @@ class DeliveryCheck:
             except DBAPIError as exc:
                 return str(exc.orig).strip() or type(exc.orig).__name__
         return None
+
+    def _epoch(self):
+        """(epoch of DATABASE_URL's database, None) or (None, the error)."""
+        with self.app.app_context():
+            try:
+                found = positions.epoch(db.session)
+                db.session.commit()
+                return found, None
+            except DBAPIError as exc:
+                db.session.rollback()
+                return None, str(exc.orig).strip() or type(exc.orig).__name__
 
     def _record(self, result):
         now = time.time()

@@ -150,6 +150,7 @@ def _new_listener(config, state):
         tables=TABLES,
         reader=positions.LiveReader(TABLES, on_recovered=state.metrics.recovered.inc),
         confirm_interval=config["FEED_CONFIRM_INTERVAL"],
+        poll_interval=config["FEED_POLL_INTERVAL"],
         idle_check=config["FEED_LISTENER_IDLE_CHECK"],
         timeout=config["FEED_LISTENER_TIMEOUT"],
     )

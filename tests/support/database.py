@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import pytest
 from flask_migrate import upgrade
 from psycopg2 import sql
 
@@ -71,13 +72,14 @@ def migrate_to_head(url):
 
 def empty_quietly(url):
     """Empty the events table without a TRUNCATE notification to running apps,
-    and the removal log and its trim mark with it."""
+    and the removal log and its trim mark with it; back in notify mode."""
     connection = psycopg2.connect(url)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute("ALTER TABLE events DISABLE TRIGGER USER")
             cursor.execute("TRUNCATE events RESTART IDENTITY")
             cursor.execute("ALTER TABLE events ENABLE TRIGGER USER")
+            cursor.execute("UPDATE feed_mode SET mode = 'notify'")  # as the triggers
             cursor.execute("TRUNCATE feed_removals")
             cursor.execute("UPDATE feed_trimmed SET feed_xid = '0', feed_seq = 0")
     finally:
@@ -221,3 +223,14 @@ def _shut(sock):
     except OSError:
         pass  # not connected (a listening socket, or the peer already left)
     sock.close()
+
+
+WAKE_MODES = ("notify", "poll")
+# Runs a test once per wake-up mode: its apps start with the database in it.
+both_wake_modes = pytest.mark.parametrize("wake_mode", WAKE_MODES, indirect=True)
+
+
+def set_wake_mode(writer, mode):
+    """Switch the database's wake-up mode as `flask feed mode` does."""
+    with writer.cursor() as cursor:
+        cursor.execute("SELECT feed_set_mode(%s)", (mode,))
