@@ -4,7 +4,8 @@ Clients of two app instances (one threaded, one gevent) disconnect and
 reconnect at random points while writers INSERT, UPDATE and DELETE across the
 whole table; meanwhile: transactions that commit late with ids more than 2000
 below the newest, UPDATEs and DELETEs of the oldest rows while clients are
-away, a TRUNCATE, and the instances' listener backends terminated. At the end
+away, a TRUNCATE, the instances' listener backends terminated, and the
+database switched between wake-up modes (notify, poll) while all serve. At the end
 every client holds exactly the table and applied no change twice.
 
 The seed is printed, and in every failure message; FEED_CAMPAIGN_SEED=<n>
@@ -183,6 +184,14 @@ class Campaign:
         assert len(killed) == 2, killed
         self.counts["listener backends terminated"] += len(killed)
 
+    def switch_mode(self):
+        """The database switched to the other wake-up mode while all serve."""
+        (mode,) = self.execute("SELECT mode FROM feed_mode")[0]
+        other = "poll" if mode == "notify" else "notify"
+        self.execute("SELECT set_config('lock_timeout', '5s', false)")
+        self.execute("SELECT feed_set_mode(%s)", (other,))
+        self.counts[f"switches to {other}"] += 1
+
     def truncate(self):
         self.execute("TRUNCATE events")
         self.execute("INSERT INTO events (event) VALUES ('after the truncate')")
@@ -206,7 +215,13 @@ def changes(counts):
 
 def schedule(rng, rounds):
     """Every kind of step at least once, the TRUNCATE once, the rest at random."""
-    steps = ["late_commit", "away_changes", "terminate_listeners", "bounce_clients"]
+    steps = [
+        "late_commit",
+        "away_changes",
+        "terminate_listeners",
+        "bounce_clients",
+        "switch_mode",
+    ]
     steps += rng.choices(steps, k=max(0, rounds - len(steps) - 1))
     rng.shuffle(steps)
     steps.insert(rng.randrange(1, len(steps)), "truncate")
