@@ -2,6 +2,7 @@
 delivers what NOTIFY would, and a switch while writers write and instances
 serve loses and duplicates nothing."""
 
+import os
 import random
 import threading
 import time
@@ -13,7 +14,13 @@ import requests
 from feed.extensions import db
 from feed.service import commands
 from support.clients import resume
-from support.database import insert_row, set_wake_mode
+from support.database import (
+    create_database,
+    drop_database,
+    insert_row,
+    migrate_to_head,
+    set_wake_mode,
+)
 from support.waiting import wait_for
 
 QUICK = {
@@ -270,3 +277,35 @@ def test_a_switch_gives_way_to_a_long_writer_and_retries(app, writer, database_u
             db.session.remove()
     finally:
         blocker.close()
+
+
+@pytest.fixture
+def other_database(postgres):
+    """Another database with the feed's schema, in poll mode."""
+    name = f"pgfeed_other_{os.getpid()}"
+    url = create_database(postgres, name)
+    migrate_to_head(url)
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    set_wake_mode(connection, "poll")
+    connection.close()
+    yield url
+    drop_database(postgres, name)
+
+
+def test_in_poll_mode_a_listener_on_another_database_is_a_stall_naming_it(
+    serve_app, writer, other_database
+):
+    set_wake_mode(writer, "poll")
+    served = serve_app(
+        LISTENER_DATABASE_URL=other_database,
+        FEED_DELIVERY_CHECK_TIMEOUT=0.5,
+        **QUICK,
+    )
+    wait_for(
+        lambda: requests.get(f"{served.url}/healthz", timeout=10).status_code == 503,
+        message="health to say stalled",
+    )
+    body = requests.get(f"{served.url}/healthz", timeout=10).json()
+    assert body["feed"] == "stalled" and body["listener"]["mode"] == "poll"
+    assert "LISTENER_DATABASE_URL points at another database" in body["reason"]
