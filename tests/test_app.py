@@ -38,7 +38,7 @@ def test_importing_app_py_opens_no_connection_and_starts_no_thread():
 def test_flask_db_command_runs_migrations_without_starting_the_listener(database_url):
     result = run_flask(database_url, "db", "current")
     assert result.returncode == 0, result.stderr
-    assert "0005 (head)" in result.stdout
+    assert "0006 (head)" in result.stdout
     assert "listener" not in result.stderr
 
 
