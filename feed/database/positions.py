@@ -190,7 +190,7 @@ class LiveReader:
         previous = self.snapshot
         if previous is None:  # without_log()
             return [], False
-        result = query(self._statement, {"prev": previous, "tables": list(self.tables)})
+        result = query(self._statement, queries.since_parameters(previous, self.tables))
         missed = self._missed(self.candidates, read_rows)
         # Kept until the next confirm: only what no notification brought yet.
         self.candidates = [
@@ -229,7 +229,7 @@ class LiveReader:
         if previous is None:  # without_log()
             return [], False
         result = query(
-            self._poll_statement, {"prev": previous, "tables": list(self.tables)}
+            self._poll_statement, queries.since_parameters(previous, self.tables)
         )
         rows = self._missed(self.candidates, read_rows) if self.candidates else []
         self.candidates = []
