@@ -2,8 +2,10 @@
 
 import threading
 
+import psycopg2
 import pytest
 
+from feed.database import queries
 from feed.database.listener import Listener
 from support.database import insert_row, insert_rows
 from support.waiting import wait_for
@@ -182,3 +184,47 @@ def test_listener_drops_other_tables_before_reading_any_row_back(
     assert [n["table"] for n in recorder.notifications()] == ["events"]
     assert recorder.notifications()[0]["id"] == new_id
     assert "cannot read back" not in caplog.text  # other_table was never queried
+
+
+@pytest.mark.parametrize("with_rows", [False, True], ids=["confirm", "poll"])
+def test_the_log_read_uses_the_position_index_whatever_the_table_holds(
+    writer, database_url, with_rows
+):
+    """The listener's read (confirm and poll) costs what changed, not the table:
+    with 50,000 rows and transactions in progress, no sequential scan of the
+    table, and a plan cheap enough that PostgreSQL never starts JIT for it."""
+    with writer.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events (event) SELECT 'row ' || i "
+            "FROM generate_series(1, 50000) AS i"
+        )
+        cursor.execute("ANALYZE events")
+    opened = [psycopg2.connect(database_url) for _ in range(3)]
+    try:
+        for connection in opened:
+            connection.cursor().execute("INSERT INTO events (event) VALUES ('open')")
+        insert_row(writer, "committed after them")
+        with writer.cursor() as cursor:
+            cursor.execute(queries.CURRENT_SNAPSHOT)
+            (snapshot,) = cursor.fetchone()
+            parameters = queries.since_parameters(snapshot, ["events"])
+            assert len(parameters["running"]) >= 2
+            statement = queries.visible_since(("events",), with_rows=with_rows)
+            cursor.execute(
+                b"EXPLAIN (FORMAT JSON) " + cursor.mogrify(statement, parameters)
+            )
+            (plan,) = cursor.fetchone()[0]
+            cursor.execute("SHOW jit_above_cost")
+            (jit_above_cost,) = cursor.fetchone()
+    finally:
+        for connection in opened:
+            connection.close()
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    scans = [(n["Node Type"], n.get("Relation Name")) for n in nodes(plan["Plan"])]
+    assert ("Seq Scan", "events") not in scans, scans
+    assert plan["Plan"]["Total Cost"] < float(jit_above_cost), plan["Plan"]
