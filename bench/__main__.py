@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import machine, previous, resume_size, runner, write_cost
+from bench import machine, previous, resume_size, runner, wake_modes, write_cost
 from bench.database import benchmark_database
 from bench.report import render
 from bench.services import ROOT, pg_feed_overrides, running_redis
@@ -29,11 +29,12 @@ log = logging.getLogger("bench")
 
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "docs" / "benchmarks-latency-cdf.png"
-# the sections after the systems' rounds: (d), (e), (f)
+# the sections after the systems' rounds: (d), (e), (f), (g)
 COST_SECTIONS = {
     "previous": previous.run,
     "writers": write_cost.run,
     "resume": resume_size.run,
+    "modes": wake_modes.run,
 }
 
 
@@ -50,7 +51,8 @@ def parse_arguments(argv):
         choices=SECTIONS,
         help="run only these sections: systems ((a) to (c), every system), "
         "previous ((d), latency against the previous version), writers ((e), "
-        "commit rate by schema), resume ((f), the size of a resume answer)",
+        "commit rate by schema), resume ((f), the size of a resume answer), "
+        "modes ((g), latency and database load of notify and poll mode)",
     )
     parser.add_argument(
         "--previous-commit", help=f"the previous version for (d) ({PREVIOUS_COMMIT})"

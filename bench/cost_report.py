@@ -1,6 +1,6 @@
-"""The tables of sections (d), (e) and (f): what exact resume costs, side by side."""
+"""The tables of (d), (e) and (f): latency, writers' commit rate, resume size."""
 
-from bench.markdown import number, table
+from bench.markdown import DASH, number, table
 
 CURRENT, PREVIOUS = "pg-feed", "pg-feed-previous"
 
@@ -12,7 +12,7 @@ def render(document):
     if "previous" in document:
         sections += _previous(settings, document["previous"], document["machine"])
     if "writers" in document:
-        sections.append(_writers(document["writers"]))
+        sections += [_schemas(document["writers"]), _writers(document["writers"])]
     if "resume" in document:
         sections.append(_resume(document["resume"]))
     return sections
@@ -81,20 +81,19 @@ def _writers(writers):
         f"{server['server_version']}, fsync {server['fsync']}, synchronous_commit "
         f"{server['synchronous_commit']}; nobody LISTENs{_load(writers)}"
     )
-    header = ["schema", "migrations", "writers", "tps", "x feed off, per round"]
+    header = ["schema", "writers", "tps", "x feed off, per round"]
     header += ["x feed off", "commit p50 ms", "commit p99 ms"]
     rows = [
-        _writers_row(schema, writers["schemas"][schema], count, cells[count])
+        _writers_row(schema, count, cells[count])
         for count in next(iter(writers["summary"].values()))
         for schema, cells in writers["summary"].items()
     ]
     return table(title, header, rows)
 
 
-def _writers_row(name, schema, count, cell):
+def _writers_row(name, count, cell):
     return [
         name,
-        _migrations(schema),
         count,
         number(cell["tps"], 0),
         _series(cell["to_feed_off"]["per_round"]),
@@ -104,11 +103,47 @@ def _writers_row(name, schema, count, cell):
     ]
 
 
-def _migrations(schema):
-    text = "all" if schema["migrations"] == "head" else f"up to {schema['migrations']}"
-    if not schema["notify"]:
-        text += ", NOTIFY triggers dropped"
-    return text
+def _schemas(writers):
+    title = (
+        "Schemas of (e): each made by pg-feed's migrations, then as said; the "
+        "notifications one two-row INSERT transaction sent to a LISTEN on events"
+    )
+    header = ["schema", "made by", "triggers on events that NOTIFY"]
+    header += ["notifications", "first payload"]
+    rows = [
+        [
+            name,
+            _made_by(schema),
+            _notifying_triggers(schema["triggers"]),
+            str(schema["sample_notifications"]),
+            _payload(schema["sample_payload"]),
+        ]
+        for name, schema in writers["schemas"].items()
+    ]
+    return table(title, header, rows)
+
+
+def _made_by(schema):
+    revision = schema["migrations"]
+    text = "all migrations" if revision == "head" else f"migrations up to {revision}"
+    return f"{text}, then {schema['then']}" if schema["then"] else text
+
+
+def _notifying_triggers(triggers):
+    notifying = [t for t in triggers if "notify" in t["function"]]
+    described = [
+        f"{t['name']} ({t['function']}, {'on' if t['enabled'] else 'DISABLED'})"
+        for t in notifying
+    ]
+    return ", ".join(described) or "none"
+
+
+def _payload(payloads):
+    if not payloads:
+        return DASH
+    text = payloads[0]
+    text = f"{text[:60]}..." if len(text) > 60 else text
+    return f"`{text}`" if text else "(empty)"
 
 
 def _resume(resume):

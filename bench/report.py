@@ -1,12 +1,12 @@
 """The terminal table of a run (Markdown, so docs/BENCHMARKS.md can quote it)."""
 
-from bench import cost_report
+from bench import cost_report, modes_report
 from bench.markdown import number, percent, table
 
 
 def render(document):
     """Every table of a run: latency, throughput, capacity, ratios, targets, the
-    sections (d) to (f), counts; of the sections that ran."""
+    sections (d) to (g), counts; of the sections that ran."""
     settings = document["settings"]
     sections = [_heading(document)]
     if "summary" in document:
@@ -19,6 +19,7 @@ def render(document):
             _targets(summary["targets"], settings["name"]),
         ]
     sections += cost_report.render(document)
+    sections += modes_report.render(document)
     sections.append(_counts(document["checks"]))
     return "\n\n".join(sections) + "\n"
 

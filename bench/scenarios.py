@@ -41,14 +41,16 @@ def warm_up(pool, writer, settings):
     return count_check("warm-up", merged, len(log["commits"]))
 
 
-def latency(server, pool, writer, settings):
-    """Single-row transactions at a steady rate; commit-to-client percentiles."""
+def latency(server, pool, writer, settings, spread=False):
+    """Single-row transactions at a steady rate; commit-to-client percentiles.
+    spread: each row at a random moment of its slot (Writer.paced)."""
     pool.arm()
     meter = CpuMeter(server)
     log = writer.call(
         "paced",
         count=settings.latency_rows,
         interval=1.0 / settings.latency_rate,
+        spread=spread,
         timeout=settings.latency_seconds * 3 + 30,
     )
     merged = pool.collect(log["commits"], timeout=15, latencies=True)

@@ -109,10 +109,11 @@ class ServerProcess:
         return code
 
 
-def start_pg_feed(database_url, system="pg-feed", root=ROOT):
-    """pg-feed with its defaults, BENCH_FEED_* and the system's own settings:
-    `python app.py`, or gunicorn as `make serve` runs it in the system's mode.
-    `root`: the folder of the pg-feed to run (another version's, exported)."""
+def start_pg_feed(database_url, system="pg-feed", root=ROOT, settings=None):
+    """pg-feed with its defaults, BENCH_FEED_*, the system's own settings and
+    `settings` (FEED_* names): `python app.py`, or gunicorn as `make serve` runs
+    it in the system's mode. `root`: the folder of the pg-feed to run (another
+    version's, exported)."""
     mode = SERVE_MODES.get(system)
     env = {
         **pg_feed_environment(),
@@ -123,6 +124,7 @@ def start_pg_feed(database_url, system="pg-feed", root=ROOT):
         "FEED_MIGRATE": "0",
         "FEED_LOG_LEVEL": "WARNING",
         **SYSTEM_SETTINGS.get(system, {}),
+        **(settings or {}),
     }
     if mode is None:
         return ServerProcess(system, [sys.executable, "app.py"], env, root)

@@ -39,7 +39,7 @@ GTHREAD_THREADS = 2200
 # The last commit before the live-cursor server work: (d) measures against it
 PREVIOUS_COMMIT = "a061e26"
 # The parts of a run; --only picks some
-SECTIONS = ("systems", "previous", "writers", "resume")
+SECTIONS = ("systems", "previous", "writers", "resume", "modes")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,14 @@ class Settings:
     # (None: the server's default)
     resume_changes: int = 10_000
     resume_limits: tuple[int | None, ...] = (None, 1000)
+    # (g) wake-up modes: one `python app.py` per mode, its clients, a paced
+    # writer; FEED_POLL_INTERVAL of poll mode (BENCH_FEED_POLL_INTERVAL wins);
+    # the database load over an idle window of modes_idle_seconds
+    modes_clients: int = 100
+    modes_rate: float = 200.0
+    modes_seconds: float = 20.0
+    modes_poll_interval: float = 0.05
+    modes_idle_seconds: float = 10.0
 
     @property
     def latency_rows(self):
@@ -102,4 +110,8 @@ SMOKE = replace(
     write_seconds=1,
     write_rounds=1,
     resume_changes=200,
+    modes_clients=5,
+    modes_rate=50.0,
+    modes_seconds=1.0,
+    modes_idle_seconds=1.0,
 )

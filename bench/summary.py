@@ -109,7 +109,7 @@ def targets(summary):
         ),
     ]
     rows += _capacity_targets(summary["capacity"].get("pg-feed-gevent"))
-    return [_target(*row) for row in rows]
+    return [target(*row) for row in rows]
 
 
 def _capacity_targets(steps):
@@ -134,7 +134,8 @@ def _capacity_targets(steps):
     ]
 
 
-def _target(name, measured, goal, comparison):
+def target(name, measured, goal, comparison):
+    """One target: what was measured against its goal, PASS or MISS."""
     if measured is None:
         met = False
     elif comparison == ">=":

@@ -1,12 +1,15 @@
 """(e) What the feed costs writers: INSERT transactions run by pgbench.
 
-Four databases on the benchmark's server, each with an `events` table made by
-pg-feed's own migrations: feed off (0001 alone: the seed's columns, no
-trigger), positions only (every migration, then the triggers that run
-feed_notify() dropped), previous version (0001 and 0002: NOTIFY, no
-positions) and current (every migration). A cell is one schema at one number
-of writers (pgbench clients, a thread each) running single-row INSERT
-transactions, or the multi-row case (write_multi_row: writers, rows per
+Six databases on the benchmark's server, each with an `events` table made by
+pg-feed's own migrations (bench/write_schemas.py): feed off (0001 alone: the
+seed's columns, no trigger), poll mode (every migration, then
+feed_set_mode('poll'): the triggers that run feed_notify() disabled),
+previous version (0001 and 0002: NOTIFY, no positions), notify mode (every
+migration, the default) and two experimental variants of notify mode whose row
+trigger notifies with less: an id-only payload, and one constant payload that
+PostgreSQL folds to one notification per transaction. A cell is one schema at
+one number of writers (pgbench clients, a thread each) running single-row
+INSERT transactions, or the multi-row case (write_multi_row: writers, rows per
 INSERT), for write_seconds; a round runs every cell once, in an order that
 rotates from round to round, and each cell is compared with feed off in the
 same case and round. Nobody LISTENs.
@@ -14,6 +17,7 @@ same case and round. Nobody LISTENs.
 
 import contextlib
 import logging
+import re
 import shutil
 import statistics
 import tempfile
@@ -21,27 +25,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg2
-from psycopg2 import sql
 
-from bench.database import migrate, sibling_database
+from bench.database import sibling_database
 from bench.pgbench import Pgbench
-from bench.workers import BenchError
+from bench.write_schemas import FEED_OFF, SCHEMAS, prepare
 
 log = logging.getLogger(__name__)
 
-FEED_OFF = "feed off"
-# name: (pg-feed's migrations up to this revision, whether NOTIFY stays)
-SCHEMAS = {
-    FEED_OFF: ("0001", True),
-    "positions only": ("head", False),
-    "previous version": ("0002", True),
-    "current": ("head", True),
-}
-# The triggers that NOTIFY, whatever later migrations name them
-NOTIFY_TRIGGERS = (
-    "SELECT t.tgname FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid "
-    "WHERE t.tgrelid = 'events'::regclass AND p.proname = 'feed_notify'"
-)
 SCRIPT = "INSERT INTO events (event) VALUES ('pgbench row');\n"
 MULTI_ROW_SCRIPT = (
     "INSERT INTO events (event) SELECT 'pgbench row' FROM generate_series(1, {rows});\n"
@@ -59,7 +49,7 @@ def run(settings, database_url):
         multi = Pgbench(folder / "multi", MULTI_ROW_SCRIPT.format(rows=rows))
         cases = {str(count): (single, count) for count in settings.write_writers}
         cases[multi_row_case(writers, rows)] = (multi, writers)
-        with _databases(database_url) as urls:
+        with _databases(database_url) as (urls, made):
             for schema, url in urls.items():
                 log.info("(e) warm-up: %s", schema)
                 single.cell(url, max(settings.write_writers), WARM_UP_SECONDS)
@@ -73,8 +63,8 @@ def run(settings, database_url):
         "seconds": settings.write_seconds,
         "server": server,
         "schemas": {
-            name: {"migrations": revision, "notify": notifies}
-            for name, (revision, notifies) in SCHEMAS.items()
+            name: {"migrations": schema.migrations, "then": schema.then, **made[name]}
+            for name, schema in SCHEMAS.items()
         },
         "rounds": rounds,
         "summary": summarize(rounds, list(cases)),
@@ -84,35 +74,16 @@ def run(settings, database_url):
 
 @contextlib.contextmanager
 def _databases(database_url):
-    """Yield {schema: URL}: a database per schema, next to the benchmark's."""
+    """Yield ({schema: URL}, {schema: what it looks like}): a database per
+    schema, next to the benchmark's."""
     base = urlsplit(database_url).path.lstrip("/")
     with contextlib.ExitStack() as stack:
-        urls = {}
-        for name, (revision, notifies) in SCHEMAS.items():
-            database = f"{base}_writes_{name.replace(' ', '_')}"
-            url = stack.enter_context(sibling_database(database_url, database))
-            migrate(url, revision)
-            if not notifies:
-                _drop_notify_triggers(url)
-            urls[name] = url
-        yield urls
-
-
-def _drop_notify_triggers(url):
-    connection = psycopg2.connect(url)
-    try:
-        with connection, connection.cursor() as cursor:
-            cursor.execute(NOTIFY_TRIGGERS)
-            names = [row[0] for row in cursor.fetchall()]
-            for name in names:
-                cursor.execute(
-                    sql.SQL("DROP TRIGGER {} ON events").format(sql.Identifier(name))
-                )
-    finally:
-        connection.close()
-    if not names:
-        raise BenchError("positions only: no NOTIFY trigger found to drop")
-    return names
+        urls, made = {}, {}
+        for name, schema in SCHEMAS.items():
+            database = f"{base}_writes_{re.sub('[^a-z0-9]+', '_', name).strip('_')}"
+            urls[name] = stack.enter_context(sibling_database(database_url, database))
+            made[name] = prepare(urls[name], schema)
+        yield urls, made
 
 
 def _server_settings(url):

@@ -7,6 +7,7 @@ time.monotonic() is system-wide on Linux, so readers compare against it.
 """
 
 import logging
+import random
 import time
 from datetime import UTC
 
@@ -18,6 +19,9 @@ INSERT_ROWS = (
     "SELECT %s || i FROM generate_series(1, %s) AS i "
     "RETURNING id, event, created_at"
 )
+SPREAD_SEED = 12  # the same spread moments every run
+# PostgreSQL 15 and later: flushed as the transaction ends, before COMMIT returns
+FORCE_STATISTICS_FLUSH = "SELECT pg_stat_force_next_flush()"
 
 
 class Writer:
@@ -27,6 +31,7 @@ class Writer:
         self.connection = psycopg2.connect(dsn, application_name="pg-feed-bench-writer")
         self.emitter = _emitter(emitter_url) if emitter_url else None
         self.transactions = 0
+        self.committed = 0
 
     def transaction(self, rows):
         """INSERT `rows` rows in one transaction: (ids, before COMMIT, after COMMIT)."""
@@ -37,17 +42,22 @@ class Writer:
         before = time.monotonic()
         self.connection.commit()
         committed = time.monotonic()
+        self.committed += 1
         if self.emitter is not None:
             wire = [_wire_row(*row) for row in returned]
             self.emitter.emit("events", wire, namespace=NAMESPACE)
         return [row[0] for row in returned], before, committed
 
-    def paced(self, count, interval):
-        """`count` single-row transactions, one every `interval` seconds."""
+    def paced(self, count, interval, spread=False):
+        """`count` single-row transactions, one every `interval` seconds; with
+        `spread`, each at a random moment of its interval (seeded), not at its
+        start, so that no other schedule (a poll's) is in step with them."""
         log = _Log()
+        offsets = random.Random(SPREAD_SEED) if spread else None
         start = time.monotonic()
         for n in range(count):
-            delay = start + n * interval - time.monotonic()
+            offset = offsets.uniform(0, interval) if offsets else 0.0
+            delay = start + n * interval + offset - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             log.add(*self.transaction(1))
@@ -60,6 +70,16 @@ class Writer:
         for _ in range(transactions):
             log.add(*self.transaction(rows))
         return log.result(start)
+
+    def flush_statistics(self):
+        """Have PostgreSQL count this connection's commits in pg_stat_database now
+        (it otherwise holds them for up to 10 s); the commits so far, this
+        transaction's included."""
+        with self.connection.cursor() as cursor:
+            cursor.execute(FORCE_STATISTICS_FLUSH)
+        self.connection.commit()
+        self.committed += 1
+        return {"committed": self.committed}
 
     def close(self):
         """Close the database connection."""
