@@ -220,6 +220,9 @@ def test_switching_modes_under_writes_loses_and_duplicates_nothing(
         for thread in writers:
             thread.join(10)
     assert not errors, errors
+    for one in instances:  # probes crossing the switches were answered
+        body = requests.get(f"{one.url}/healthz", timeout=10).json()
+        assert body["delivery"]["failed_probes"] == 0, body
     final = table_now(writer)
     assert len(final) > 50
     for feed in feeds:

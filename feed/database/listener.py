@@ -313,9 +313,11 @@ class Listener:
             self._hand_over(rows)
 
     def _reads_done(self, started):
-        """Answer the probes registered before a read that began at `started`."""
+        """Answer the probes registered before a read that began at `started`
+        on their database (epoch None: registered in notify mode, whose
+        NOTIFY this listener, polling since, no longer hears)."""
         for token, (arrived, registered, epoch) in list(self._probes.items()):
-            if registered <= started and epoch == self.reader.epoch:
+            if registered <= started and epoch in (None, self.reader.epoch):
                 self._probes.pop(token, None)
                 arrived.set()
 
