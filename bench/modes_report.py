@@ -17,7 +17,8 @@ def render(document):
 
 def _latency(modes):
     title = (
-        f"Wake-up modes (g): one `python app.py` per mode, {modes['clients']} "
+        "Wake-up modes (g): one `make serve` (gunicorn, threaded) per mode, "
+        f"{modes['clients']} "
         f"clients, single-row transactions at {modes['rate']:g} rows/s for "
         f"{modes['seconds']:g} s; latency from the writer's COMMIT returning to "
         "each client's receipt, over every (row, client) receipt"

@@ -1,15 +1,15 @@
 """(g) Wake-up modes: live latency and database load of one pg-feed, per mode.
 
 One database of its own, every migration. For each mode, notify then poll, the
-database is switched with feed_set_mode() before a fresh `python app.py` starts
-on it (poll mode with FEED_POLL_INTERVAL in its environment, so that the report
-says which); modes_clients lean readers connect and a writer process warms up.
-Then the instance's load on its database (bench/database_load.py) over
-modes_idle_seconds with nobody writing, and workload (a) at modes_rate for
-modes_seconds (paced single-row transactions, each at a random moment of its
-slot; latency from the writer's COMMIT returning to each client's receipt) with
-the load over it. Every client must get every row exactly once.
-"""
+database is switched with feed_set_mode() before a fresh `make serve`
+(gunicorn, threaded) starts on it (poll mode with FEED_POLL_INTERVAL in its
+environment, so that the report says which); modes_clients lean readers connect
+and a writer process warms up. Then the instance's load on its database
+(bench/database_load.py) over modes_idle_seconds with nobody writing, and
+workload (a) at modes_rate for modes_seconds (paced single-row transactions,
+each at a random moment of its slot; latency from the writer's COMMIT returning
+to each client's receipt) with the load over it. Every client must get every
+row exactly once."""
 
 import contextlib
 import dataclasses
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 MODES = ("notify", "poll")
 SET_MODE = "SELECT feed_set_mode(%s)"
 MODE_NOW = "SELECT mode FROM feed_mode"
+
+# As users deploy it: `make serve` in its default (threaded) mode
+SYSTEM = "pg-feed-gthread"
 
 
 def run(settings, database_url):
@@ -81,14 +84,14 @@ def _run_mode(mode, url, load, settings, interval):
 
 @contextlib.contextmanager
 def _serving(url, app_settings, settings):
-    """Yield (server, readers, writer): `python app.py` on the database with
+    """Yield (server, readers, writer): `make serve` (SYSTEM) on the database with
     its clients connected; stopped after, the server first."""
     with contextlib.ExitStack() as stack:
         pool = ReaderPool(settings.readers)
         stack.callback(pool.stop)
         writer = start_writer(url)
         stack.callback(writer.stop)
-        server = start_pg_feed(url, "pg-feed", settings=app_settings)
+        server = start_pg_feed(url, SYSTEM, settings=app_settings)
         stack.callback(_stop, server)
         pool.connect(server.url, settings.modes_clients)
         yield server, pool, writer
