@@ -2,7 +2,9 @@
 
 It holds exactly the table, through restarts (changes made while the server was
 down), resets, resyncs and syncs that get no answer; it never applies a change
-twice. Versions and cursors are the wire contract's client algorithm.
+twice. Versions and cursors are the wire contract's client algorithm. Resuming
+through restarts and outages, and live cursors, run in each wake-up mode (in
+poll mode every live cursor is at once past what the client has seen).
 """
 
 import logging
@@ -29,11 +31,13 @@ from feed.extensions import socketio
 from feed.service.process_feed import NAMESPACE
 from support.clients import RecordedFeed
 from support.database import (
+    both_wake_modes,
     create_database,
     drop_database,
     insert_row,
     insert_rows,
     migrate_to_head,
+    set_wake_mode,
 )
 from support.processes import ROOT
 from support.waiting import wait_for
@@ -66,6 +70,19 @@ def holds_exactly(feed_client, table, timeout=20, message="the client holds the 
     """Wait until the client holds exactly `table`; it applied no change twice."""
     wait_for(lambda: feed_client.synced and feed_client.holds(table), timeout, message)
     assert feed_client.applied_twice() == []
+
+
+@pytest.fixture
+def faulty_postgres(faulty_postgres, wake_mode):
+    """conftest's faulty_postgres, switched to the test's wake-up mode (the
+    wake_mode fixture switches only the session's database)."""
+    connection = psycopg2.connect(faulty_postgres.url)
+    connection.autocommit = True
+    try:
+        set_wake_mode(connection, wake_mode)  # every time: the server outlives a test
+    finally:
+        connection.close()
+    return faulty_postgres
 
 
 @pytest.fixture
@@ -109,6 +126,7 @@ CHANGES_WHILE_DOWN = {
 }
 
 
+@both_wake_modes
 @pytest.mark.parametrize("changes", CHANGES_WHILE_DOWN.values(), ids=CHANGES_WHILE_DOWN)
 def test_a_client_resumes_through_a_restart_with_changes_made_while_it_was_down(
     restartable, writer, resuming_client, changes
@@ -127,6 +145,7 @@ def test_a_client_resumes_through_a_restart_with_changes_made_while_it_was_down(
     assert len(feed_client.applied) == 1500 + len(changes)
 
 
+@both_wake_modes
 def test_a_client_resumes_after_the_server_is_killed(
     restartable, writer, resuming_client
 ):
@@ -189,9 +208,11 @@ class DroppingFeed(RecordedFeed):
     def __init__(self, url, **options):
         self.dropping = False
         self.dropped_rows = 0
+        self.live_rows = 0  # in every live message, dropped or not
         super().__init__(url, **options)
 
     def _on_events(self, rows, cursor=None):
+        self.live_rows += len(rows)
         if self.dropping:
             self.dropped_rows += len(rows)
         else:
@@ -203,6 +224,9 @@ def test_a_resync_resumes_from_the_cursor_with_what_was_lost(server, writer):
     try:
         insert_rows(writer, 10)
         converges(feed_client, writer)
+        # The first sync may have brought them before their live message came:
+        # that message must not count as lost.
+        wait_for(lambda: feed_client.live_rows == 10, message="the rows, live")
         feed_client.dropping = True
         insert_rows(writer, 10, "lost")
         wait_for(lambda: feed_client.dropped_rows == 10, message="the rows lost")
@@ -306,6 +330,7 @@ def test_without_the_reach_a_late_resync_still_resumes_from_an_older_cursor(
         assert "checked on python-engineio 0.0.0" in caplog.text
         insert_rows(writer, 5)
         converges(feed_client, writer)
+        wait_for(lambda: feed_client.live_rows == 5, message="the rows, live")
         feed_client.dropping = True
         lost = insert_returning_xid(writer, "lost")
         wait_for(
@@ -348,6 +373,7 @@ def test_a_reset_keeps_tombstones_unless_the_database_changed(
     assert (gone not in feed_client.rows()) is kept
 
 
+@both_wake_modes
 def test_the_client_reports_the_feed_offline_and_live_and_catches_up(
     faulty_postgres, app_process, resuming_client
 ):
@@ -407,11 +433,11 @@ def test_a_sync_cut_off_by_a_disconnect_is_asked_again_on_the_next_connect(
     converges(feed_client, writer, timeout=10)  # far less than sync_timeout
 
 
+@both_wake_modes
 def test_a_live_cursor_is_not_kept_before_the_catch_up_is_done(
     serve_app, writer, database_url, resuming_client, sio_client
 ):
-    # No idle confirm on the listener: it would wait on the lock below.
-    served = serve_app(FEED_LISTENER_IDLE_CHECK=120.0)
+    served = serve_app()
     watcher = sio_client(served.url)
     feed_client = resuming_client(served.url)
     assert feed_client.wait_synced(10)
@@ -421,9 +447,11 @@ def test_a_live_cursor_is_not_kept_before_the_catch_up_is_done(
         lambda: any(cursor_xid(c) > away_xid for c in watcher.cursors if c),
         message="the live cursor to pass the rows made while away",
     )
-    locker = psycopg2.connect(database_url)  # holds resuming up, not live rows
+    # Holds resuming up, not live rows: only resume answers read feed_trimmed
+    # (the listener's reads, a poll's too, read events and feed_removals).
+    locker = psycopg2.connect(database_url)
     try:
-        execute(locker, "LOCK TABLE feed_removals IN ACCESS EXCLUSIVE MODE")
+        execute(locker, "LOCK TABLE feed_trimmed IN ACCESS EXCLUSIVE MODE")
         feed_client.connect()
         wait_for(lambda: waiting_on_a_lock(writer), message="the catch-up to wait")
         live = insert_row(writer, "live, during the catch-up")

@@ -1,11 +1,17 @@
 """The live stream's cursor, over real sockets: confirmed against the log,
-never ahead of what went out, never holding live rows back (docs/RESUME.md)."""
+never ahead of what went out, never holding live rows back (docs/RESUME.md).
+
+The live stream's tests run in each wake-up mode. In notify mode rows go out
+as notified and a confirm moves the cursor past them later, in a message of
+its own; in poll mode each read's rows carry that read's watermark. The
+trimming tests do not involve the listener and run in one.
+"""
 
 import psycopg2
 import pytest
 
 from support.clients import resume
-from support.database import insert_row
+from support.database import both_wake_modes, insert_row
 from support.waiting import wait_for
 
 QUICK = {"FEED_CONFIRM_INTERVAL": 0.1, "FEED_LISTENER_IDLE_CHECK": 0.5}
@@ -36,22 +42,41 @@ def cursor_xid(cursor):
     return int(cursor.split(".")[1])
 
 
+def insert_returning_xid(writer, text):
+    """INSERT one row; the xid of its transaction."""
+    with writer.cursor() as sql:
+        sql.execute(
+            "INSERT INTO events (event) VALUES (%s) RETURNING feed_xid::text", (text,)
+        )
+        return int(sql.fetchone()[0])
+
+
 def xid_of(connection):
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_current_xact_id()::text")
         return int(cursor.fetchone()[0])
 
 
+@both_wake_modes
 def test_every_events_message_carries_a_cursor_that_covers_what_went_out(
-    feed_client, writer
+    feed_client, writer, wake_mode
 ):
-    ids = [insert_row(writer, f"row {n}") for n in range(3)]
+    xids = [insert_returning_xid(writer, f"row {n}") for n in range(3)]
     wait_for(lambda: len(feed_client.rows()) == 3, message="three live rows")
+    ids = [row["id"] for row in feed_client.rows()]
     assert all(isinstance(c, str) and c.count(".") == 2 for c in feed_client.cursors)
-    # Once the log is checked the cursor moves past the rows, in a message of
-    # its own: resuming from it returns nothing, since nothing else changed.
-    wait_for(lambda: [] in feed_client.messages, message="the cursor's own message")
-    cursor = feed_client.cursors[feed_client.messages.index([])]
+    # The cursor moves past the rows (notify mode: once the log is checked),
+    # and resuming from it returns nothing, since nothing else changed.
+    wait_for(
+        lambda: cursor_xid(feed_client.cursors[-1]) > max(xids),
+        message="a cursor past the rows",
+    )
+    index = next(
+        n for n, c in enumerate(feed_client.cursors) if cursor_xid(c) > max(xids)
+    )
+    cursor = feed_client.cursors[index]
+    if wake_mode == "notify":
+        assert feed_client.messages[index] == []  # the confirm's own message
     assert resume(feed_client, cursor)[0] == []
     with writer.cursor() as sql:
         sql.execute("UPDATE events SET event = 'edited' WHERE id = %s", (ids[0],))
@@ -63,6 +88,7 @@ def test_every_events_message_carries_a_cursor_that_covers_what_went_out(
     ]
 
 
+# Notify mode only: a notification that never came (poll mode sends none).
 def test_a_change_whose_notification_never_came_is_sent_from_the_log(
     feed_client, served, writer
 ):
@@ -85,8 +111,9 @@ def test_a_change_whose_notification_never_came_is_sent_from_the_log(
     assert metrics.recovered._value.get() == 1
 
 
+@both_wake_modes
 def test_a_long_open_transaction_holds_the_cursor_not_live_rows(
-    feed_client, writer, open_transaction
+    feed_client, writer, open_transaction, wake_mode
 ):
     with open_transaction.cursor() as sql:
         sql.execute("INSERT INTO events (event) VALUES ('late') RETURNING id")
@@ -95,7 +122,8 @@ def test_a_long_open_transaction_holds_the_cursor_not_live_rows(
     for n in range(3):
         insert_row(writer, f"meanwhile {n}")
         wait_for(lambda n=n: len(feed_client.rows()) == n + 1, 3, "a live row")
-    wait_for(lambda: [] in feed_client.messages, message="a confirmed cursor")
+    if wake_mode == "notify":  # in poll mode the rows' own cursors are confirmed
+        wait_for(lambda: [] in feed_client.messages, message="a confirmed cursor")
     assert all(cursor_xid(c) <= held_at for c in feed_client.cursors)
     open_transaction.commit()
     wait_for(lambda: late_id in feed_client.ids(), 3, "the late row, live")
@@ -105,6 +133,7 @@ def test_a_long_open_transaction_holds_the_cursor_not_live_rows(
     )
 
 
+@both_wake_modes
 def test_a_client_that_comes_after_a_row_went_out_live_still_gets_it(
     served, sio_client, writer, open_transaction
 ):

@@ -1,9 +1,14 @@
-"""End to end: the app under gunicorn in each server mode, python-socketio clients."""
+"""End to end: the app under gunicorn in each server mode, python-socketio clients.
+
+Delivery tests run in each wake-up mode too (both_wake_modes); the handlers'
+answers (sync, refusals, origins) do not depend on it and run in one.
+"""
 
 import pytest
+import requests
 import socketio
 
-from support.database import insert_rows
+from support.database import both_wake_modes, insert_rows
 from support.processes import SERVER_MODES, AppProcess
 from support.waiting import wait_for
 
@@ -25,6 +30,25 @@ def empty_table(writer):
     """Every test here starts on an empty table (the writer fixture empties it)."""
 
 
+@pytest.fixture
+def feed_process(gunicorn_process, wake_mode):
+    """gunicorn_process once its listener follows the test's wake-up mode.
+
+    It serves the whole module, so it sees each test's switch while serving:
+    the database's switch to poll by NOTIFY, the writer fixture's quiet reset
+    to notify by its next read.
+    """
+    wait_for(
+        lambda: listener_mode(gunicorn_process) == wake_mode,
+        message=f"the listener in {wake_mode} mode",
+    )
+    return gunicorn_process
+
+
+def listener_mode(served):
+    return requests.get(f"{served.url}/healthz", timeout=10).json()["listener"]["mode"]
+
+
 def count_rows(writer):
     with writer.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM events")
@@ -32,10 +56,11 @@ def count_rows(writer):
 
 
 @pytest.fixture
-def three_clients(gunicorn_process, sio_client):
-    return [sio_client(gunicorn_process.url) for _ in range(3)]
+def three_clients(feed_process, sio_client):
+    return [sio_client(feed_process.url) for _ in range(3)]
 
 
+@both_wake_modes
 def test_event_from_one_client_reaches_all_three_exactly_once(three_clients):
     sender = three_clients[0]
     ack = sender.call("event", "hello from a client")
@@ -50,12 +75,31 @@ def test_event_from_one_client_reaches_all_three_exactly_once(three_clients):
         assert row["created_at"].endswith("+00:00")
 
 
-def test_writes_from_another_connection_reach_every_client(three_clients, writer):
+@both_wake_modes
+def test_writes_from_another_connection_reach_every_client(
+    three_clients, writer, wake_mode
+):
+    # A poll sends each row as it is at that read: changes of one row between
+    # two reads arrive as one (its newest version), so each change here waits
+    # for the one before it; and a DELETE comes from the removal log, which
+    # keeps no text (the wire contract: a DELETE's event may be null).
+    deleted_text = "edited" if wake_mode == "notify" else None
+
+    def changed(count):
+        if wake_mode == "poll":
+            wait_for(
+                lambda: all(len(c.rows()) == count for c in three_clients),
+                message=f"change {count}",
+            )
+
     with writer.cursor() as cursor:
         cursor.execute("INSERT INTO events (event) VALUES ('from psql') RETURNING id")
         (new_id,) = cursor.fetchone()
+        changed(1)
         cursor.execute("UPDATE events SET event = 'edited' WHERE id = %s", (new_id,))
+        changed(2)
         cursor.execute("DELETE FROM events WHERE id = %s", (new_id,))
+        changed(3)
         cursor.execute("TRUNCATE events")
     for feed_client in three_clients:
         wait_for(lambda c=feed_client: len(c.rows()) == 4, message="four changes")
@@ -63,13 +107,14 @@ def test_writes_from_another_connection_reach_every_client(three_clients, writer
         assert ops == [
             ("INSERT", new_id, "from psql"),
             ("UPDATE", new_id, "edited"),
-            ("DELETE", new_id, "edited"),
+            ("DELETE", new_id, deleted_text),
             ("TRUNCATE", None, None),
         ]
         versions = [row["version"] for row in feed_client.rows()]
         assert versions == sorted(set(versions))
 
 
+@both_wake_modes
 def test_rows_of_one_transaction_arrive_complete_in_order_and_batched(
     three_clients, writer
 ):
@@ -85,8 +130,9 @@ def test_rows_of_one_transaction_arrive_complete_in_order_and_batched(
         assert len(feed_client.messages) <= 100, len(feed_client.messages)
 
 
-def test_a_row_too_large_for_notify_arrives_whole(gunicorn_process, sio_client):
-    feed_client = sio_client(gunicorn_process.url)
+# Notify mode only: NOTIFY's payload limit; a poll reads every row from the table.
+def test_a_row_too_large_for_notify_arrives_whole(feed_process, sio_client):
+    feed_client = sio_client(feed_process.url)
     text = "🎉" * 4000  # 16,000 bytes: over NOTIFY's limit, under the event limit
     ack = feed_client.call("event", text)
     assert ack["ok"], ack
@@ -95,9 +141,9 @@ def test_a_row_too_large_for_notify_arrives_whole(gunicorn_process, sio_client):
 
 
 def test_one_clients_events_are_inserted_in_the_order_sent(
-    gunicorn_process, sio_client, writer
+    feed_process, sio_client, writer
 ):
-    feed_client = sio_client(gunicorn_process.url)
+    feed_client = sio_client(feed_process.url)
     acks = {}
     for number in range(40):  # the default burst allowance
         feed_client.sio.emit(
@@ -114,10 +160,10 @@ def test_one_clients_events_are_inserted_in_the_order_sent(
 
 
 def test_sync_returns_the_latest_page_then_pages_forward(
-    gunicorn_process, sio_client, writer
+    feed_process, sio_client, writer
 ):
     insert_rows(writer, 250)
-    feed_client = sio_client(gunicorn_process.url)
+    feed_client = sio_client(feed_process.url)
     latest = feed_client.call("sync", {"after": None})
     assert latest["ok"] and latest["more"] is True
     assert [row["id"] for row in latest["events"]] == list(range(151, 251))
@@ -130,8 +176,8 @@ def test_sync_returns_the_latest_page_then_pages_forward(
     assert rest["more"] is False
 
 
-def test_sync_on_an_empty_table(gunicorn_process, sio_client):
-    answer = sio_client(gunicorn_process.url).call("sync", {"after": None})
+def test_sync_on_an_empty_table(feed_process, sio_client):
+    answer = sio_client(feed_process.url).call("sync", {"after": None})
     assert isinstance(answer.pop("cursor"), str)
     assert answer == {"ok": True, "events": [], "more": False, "feed": "live"}
 
@@ -154,11 +200,11 @@ BAD_EVENTS = [
 
 @pytest.mark.parametrize(("args", "reason"), BAD_EVENTS)
 def test_bad_event_is_refused_and_nothing_else_breaks(
-    gunicorn_process, sio_client, writer, args, reason
+    feed_process, sio_client, writer, args, reason
 ):
     sender, bystander = (
-        sio_client(gunicorn_process.url),
-        sio_client(gunicorn_process.url),
+        sio_client(feed_process.url),
+        sio_client(feed_process.url),
     )
     ack = sender.call("event", *args)
     assert ack["ok"] is False
@@ -167,7 +213,7 @@ def test_bad_event_is_refused_and_nothing_else_breaks(
     assert count_rows(writer) == 0
     refusal = f"refused event from {sender.sio.get_sid('/events')}: "
     wait_for(
-        lambda: any(refusal in line for line in gunicorn_process.output), message="log"
+        lambda: any(refusal in line for line in feed_process.output), message="log"
     )
     good = sender.call("event", "still works")
     assert good["ok"] is True
@@ -192,24 +238,24 @@ BAD_SYNCS = [
 
 @pytest.mark.parametrize(("args", "reason"), BAD_SYNCS)
 def test_bad_sync_is_refused_and_the_connection_stays_usable(
-    gunicorn_process, sio_client, args, reason
+    feed_process, sio_client, args, reason
 ):
-    feed_client = sio_client(gunicorn_process.url)
+    feed_client = sio_client(feed_process.url)
     answer = feed_client.call("sync", *args)
     assert answer["ok"] is False
     assert reason in answer["error"]
     assert feed_client.call("sync", {"after": 0})["ok"] is True
 
 
-def test_an_unknown_message_gets_an_error_ack(gunicorn_process, sio_client):
-    answer = sio_client(gunicorn_process.url).call("drop_table", "events")
+def test_an_unknown_message_gets_an_error_ack(feed_process, sio_client):
+    answer = sio_client(feed_process.url).call("drop_table", "events")
     assert answer == {"ok": False, "error": "unknown message 'drop_table'"}
 
 
 def test_a_database_error_is_an_error_ack_not_a_traceback(
-    gunicorn_process, sio_client, writer
+    feed_process, sio_client, writer
 ):
-    feed_client = sio_client(gunicorn_process.url)
+    feed_client = sio_client(feed_process.url)
     with writer.cursor() as cursor:
         cursor.execute("REVOKE INSERT ON events FROM PUBLIC")  # no-op for the owner
         cursor.execute("ALTER TABLE events ADD CONSTRAINT no_bang CHECK (event <> '!')")
@@ -222,12 +268,12 @@ def test_a_database_error_is_an_error_ack_not_a_traceback(
             cursor.execute("ALTER TABLE events DROP CONSTRAINT no_bang")
 
 
-def test_another_origin_is_refused_by_default(gunicorn_process):
+def test_another_origin_is_refused_by_default(feed_process):
     browser_elsewhere = socketio.Client(reconnection=False)
     try:
         with pytest.raises(socketio.exceptions.ConnectionError):
             browser_elsewhere.connect(
-                gunicorn_process.url,
+                feed_process.url,
                 namespaces=["/events"],
                 transports=["polling"],
                 headers={"Origin": "http://elsewhere.example"},
@@ -237,21 +283,22 @@ def test_another_origin_is_refused_by_default(gunicorn_process):
         browser_elsewhere.disconnect()
 
 
-def test_the_same_origin_is_allowed(gunicorn_process, sio_client):
+def test_the_same_origin_is_allowed(feed_process, sio_client):
     feed_client = sio_client(
-        gunicorn_process.url,
+        feed_process.url,
         transports=("polling",),
-        headers={"Origin": gunicorn_process.url},
+        headers={"Origin": feed_process.url},
     )
     assert feed_client.call("sync", {"after": None})["ok"] is True
 
 
-def test_polling_transport_works_too(gunicorn_process, sio_client):
-    feed_client = sio_client(gunicorn_process.url, transports=("polling",))
+def test_polling_transport_works_too(feed_process, sio_client):
+    feed_client = sio_client(feed_process.url, transports=("polling",))
     ack = feed_client.call("event", "over long-polling")
     wait_for(lambda: feed_client.ids() == [ack["id"]], message="the row over polling")
 
 
+@both_wake_modes
 @pytest.mark.parametrize(
     "modes", [("threaded", "gevent"), (None, "gevent")], ids=["gunicorn", "app.py"]
 )

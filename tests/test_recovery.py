@@ -1,7 +1,9 @@
 """Faults: the listener's connection dies, the server restarts, clients come and go.
 
 Every test runs on a PostgreSQL of its own module that it stops and starts
-(controlled_postgres); nothing about psycopg2 or the transport is mocked.
+(controlled_postgres); nothing about psycopg2 or the transport is mocked. The
+listener's faults run in each wake-up mode too; a stalled client's tests are
+about the fan-out after the listener and run in one.
 """
 
 import os
@@ -16,10 +18,31 @@ import pytest
 import requests
 import websocket
 
-from support.database import insert_row
+from support.database import both_wake_modes, insert_row, set_wake_mode
 from support.waiting import wait_for
 
 FAST_LISTENER = {"FEED_LISTENER_IDLE_CHECK": "1", "FEED_LISTENER_TIMEOUT": "2"}
+# Notify mode in each server mode, poll mode in the default one: the listener's
+# poll loop is the same code in both (the first test here, and test_realtime,
+# run it under gevent too).
+server_and_wake_modes = pytest.mark.parametrize(
+    ("mode", "wake_mode"),
+    [("threaded", "notify"), ("gevent", "notify"), ("threaded", "poll")],
+    indirect=["wake_mode"],
+)
+
+
+@pytest.fixture
+def faulty_postgres(faulty_postgres, wake_mode):
+    """conftest's faulty_postgres, switched to the test's wake-up mode (the
+    wake_mode fixture switches only the session's database)."""
+    connection = psycopg2.connect(faulty_postgres.url)
+    connection.autocommit = True
+    try:
+        set_wake_mode(connection, wake_mode)  # every time: the server outlives a test
+    finally:
+        connection.close()
+    return faulty_postgres
 
 
 class Writer(threading.Thread):
@@ -90,6 +113,7 @@ def wait_until_emitted(url, rows):
     )
 
 
+@both_wake_modes
 def test_clients_converge_through_terminated_listeners_and_a_restart(
     faulty_postgres, resuming_client, app_process, mode
 ):
@@ -102,10 +126,16 @@ def test_clients_converge_through_terminated_listeners_and_a_restart(
         for round_number in range(1, 4):
             wait_for(lambda n=round_number: all(w.committed > 20 * n for w in writers))
             assert faulty_postgres.terminate_listeners() == 1
-            # Back and live again (its probe came back, so clients got status
-            # live and resync) before the next outage.
+            # Back, live, and clients told so (status live, then resync)
+            # before the next outage: /healthz says live a moment before the
+            # clients are told, and an outage in that moment would be told
+            # only with the next one (one resync after both).
             wait_for(
-                lambda n=round_number: reconnects(app.url) == n and listening(app.url),
+                lambda n=round_number: (
+                    reconnects(app.url) == n
+                    and listening(app.url)
+                    and all(c.resyncs >= n for c in clients)
+                ),
                 timeout=15,
             )
         faulty_postgres.stop()
@@ -121,10 +151,11 @@ def test_clients_converge_through_terminated_listeners_and_a_restart(
     for feed_client in clients:
         wait_for(lambda c=feed_client: c.holds(table), timeout=20, message="converge")
         assert feed_client.applied_twice() == []
-        assert feed_client.resyncs >= 4
+        wait_for(lambda c=feed_client: c.resyncs >= 4, message="the restart's resync")
     app.stop()
 
 
+@server_and_wake_modes
 def test_a_client_reconnecting_repeatedly_during_writes_converges(
     faulty_postgres, resuming_client, app_process, mode
 ):
@@ -145,6 +176,7 @@ def test_a_client_reconnecting_repeatedly_during_writes_converges(
     app.stop()
 
 
+@server_and_wake_modes
 def test_a_late_commit_of_a_lower_id_is_recovered_after_a_reconnect(
     faulty_postgres, resuming_client, app_process, mode
 ):
@@ -298,6 +330,7 @@ def rss_bytes(pid):
     raise AssertionError("no VmRSS")
 
 
+@server_and_wake_modes
 def test_database_down_at_start_then_up(faulty_postgres, sio_client, app_process, mode):
     faulty_postgres.stop()
     app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
@@ -321,6 +354,7 @@ def test_database_down_at_start_then_up(faulty_postgres, sio_client, app_process
         app.stop()
 
 
+@server_and_wake_modes
 def test_healthz_flips_to_503_in_an_outage_and_back(faulty_postgres, app_process, mode):
     app = app_process(mode, database_url=faulty_postgres.url, **FAST_LISTENER)
     try:
@@ -337,6 +371,7 @@ def test_healthz_flips_to_503_in_an_outage_and_back(faulty_postgres, app_process
         app.stop()
 
 
+@server_and_wake_modes
 def test_clients_are_told_when_the_feed_goes_offline_and_comes_back(
     faulty_postgres, sio_client, app_process, mode
 ):
@@ -357,6 +392,7 @@ def test_clients_are_told_when_the_feed_goes_offline_and_comes_back(
         app.stop()
 
 
+@server_and_wake_modes
 def test_recovery_time_after_a_terminated_backend(faulty_postgres, app_process, mode):
     app = app_process(mode, database_url=faulty_postgres.url)
     try:
@@ -376,6 +412,7 @@ def test_recovery_time_after_a_terminated_backend(faulty_postgres, app_process, 
         app.stop()
 
 
+@server_and_wake_modes
 def test_sigterm_closes_clients_cleanly_and_exits_promptly(
     faulty_postgres, sio_client, app_process, mode
 ):
@@ -391,26 +428,44 @@ def test_sigterm_closes_clients_cleanly_and_exits_promptly(
     assert reasons[0] != feed_client.sio.reason.CLIENT_DISCONNECT
 
 
-def test_self_test_names_the_likely_cause_when_notify_does_not_arrive(
-    faulty_postgres, app_process, database_url, mode
+@server_and_wake_modes
+def test_self_test_names_the_likely_cause_when_probes_do_not_come_back(
+    faulty_postgres, app_process, database_url, mode, wake_mode
 ):
     # The listener on another database than the app's: like a transaction-mode
-    # pooler, LISTEN works but the app's NOTIFYs never reach it.
+    # pooler, LISTEN works but the app's NOTIFYs never reach it; in poll mode
+    # (both databases in it) its reads are of the wrong database.
     app = app_process(
-        mode, database_url=faulty_postgres.url, LISTENER_DATABASE_URL=database_url
+        mode,
+        database_url=faulty_postgres.url,
+        LISTENER_DATABASE_URL=database_url,
+        FEED_DELIVERY_CHECK_TIMEOUT="1",
     )
-    wait_for(lambda: any("self-test" in line for line in app.output), timeout=15)
-    complaint = next(line for line in app.output if "self-test" in line)
-    assert "ERROR" in complaint
-    assert "PgBouncer" in complaint and "LISTENER_DATABASE_URL" in complaint
+    complaint = app.line_with("self-test", timeout=15)
+    assert "ERROR" in complaint and "LISTENER_DATABASE_URL" in complaint
+    if wake_mode == "notify":
+        assert "PgBouncer" in complaint
+    else:  # no LISTEN: a pooler is no cause
+        assert "poll mode" in complaint and "another database" in complaint
+        assert "PgBouncer" not in complaint
 
 
-def test_self_test_passes_on_a_direct_connection(faulty_postgres, app_process, mode):
+@server_and_wake_modes
+def test_self_test_passes_on_a_direct_connection(
+    faulty_postgres, app_process, mode, wake_mode
+):
     app = app_process(mode, database_url=faulty_postgres.url)
-    wait_for(lambda: any("self-test" in line for line in app.output), timeout=15)
-    assert any("listener hears the app's NOTIFY" in line for line in app.output)
+    line = app.line_with("self-test", timeout=15)
+    assert "INFO" in line and "delivery self-test: the listener" in line, line
+    if wake_mode == "notify":
+        assert "listener hears the app's NOTIFY" in line
+    assert (
+        requests.get(f"{app.url}/healthz", timeout=5).json()["listener"]["mode"]
+        == wake_mode
+    )
 
 
+@server_and_wake_modes
 def test_a_silently_dead_network_is_detected_and_recovered(
     faulty_postgres, freezable_proxy, resuming_client, app_process, mode
 ):

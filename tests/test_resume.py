@@ -2,13 +2,16 @@
 
 The server side of `sync {"cursor": c}`: what a client that held c has not
 seen, as current rows with versions, and `reset` for a cursor it cannot use.
+What a cursor resumes is recorded by writers in each wake-up mode (poll mode
+disables only the NOTIFY triggers): those tests run in both; the answers to
+cursors it cannot use and to history do not depend on it.
 """
 
 import psycopg2
 import pytest
 
 from support.clients import resume as paged_resume
-from support.database import insert_row
+from support.database import both_wake_modes, insert_row
 
 
 @pytest.fixture
@@ -25,6 +28,7 @@ def ops(rows):
     return [(row["op"], row["id"], row["event"]) for row in rows]
 
 
+@both_wake_modes
 def test_history_then_resume_returns_exactly_what_changed(feed_client, writer):
     kept = insert_row(writer, "kept")
     history = feed_client.call("sync", {"after": None})
@@ -38,6 +42,7 @@ def test_history_then_resume_returns_exactly_what_changed(feed_client, writer):
     assert resume(feed_client, cursor)[0] == []
 
 
+@both_wake_modes
 def test_a_late_commit_reaches_a_client_resuming_by_cursor(
     feed_client, writer, database_url
 ):
@@ -58,6 +63,7 @@ def test_a_late_commit_reaches_a_client_resuming_by_cursor(
     assert sorted(set(got)) == sorted([late_id, *early_ids])
 
 
+@both_wake_modes
 def test_deletes_and_a_truncate_come_back_as_such(feed_client, writer):
     gone = insert_row(writer, "gone")
     start = feed_client.call("sync", {"after": None})["cursor"]
@@ -68,6 +74,7 @@ def test_deletes_and_a_truncate_come_back_as_such(feed_client, writer):
     assert ops(rows) == [("DELETE", gone, None), ("TRUNCATE", None, None)]
 
 
+@both_wake_modes
 def test_pages_of_a_resume_carry_on_from_each_other(feed_client, writer):
     start = feed_client.call("sync", {"after": None})["cursor"]
     with writer.cursor() as cursor:
