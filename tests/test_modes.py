@@ -15,6 +15,7 @@ from feed.extensions import db
 from feed.service import commands
 from support.clients import resume
 from support.database import (
+    both_wake_modes,
     create_database,
     drop_database,
     insert_row,
@@ -312,3 +313,32 @@ def test_in_poll_mode_a_listener_on_another_database_is_a_stall_naming_it(
     body = requests.get(f"{served.url}/healthz", timeout=10).json()
     assert body["feed"] == "stalled" and body["listener"]["mode"] == "poll"
     assert "LISTENER_DATABASE_URL points at another database" in body["reason"]
+
+
+@both_wake_modes
+def test_a_live_rows_created_at_is_the_same_text_as_in_a_sync_answer(
+    serve_app, sio_client, writer
+):
+    served = serve_app(**QUICK)
+    feed_client = sio_client(served.url)
+    feed_client.call("sync", {"after": None})
+    with writer.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Asia/Kathmandu'")
+        cursor.execute(
+            "INSERT INTO events (event, created_at) VALUES "
+            "('zeros', '2026-01-01 00:00:00.120000+00'), "
+            "('whole', '2026-01-01 00:00:01+00') RETURNING id"
+        )
+        ids = [row_id for (row_id,) in cursor.fetchall()]
+    wait_for(lambda: set(ids) <= set(feed_client.ids()), message="the live rows")
+    live = {row["id"]: row["created_at"] for row in feed_client.rows()}
+    answer = feed_client.call("sync", {"after": None})
+    synced = {row["id"]: row["created_at"] for row in answer["events"]}
+    assert (
+        [live[i] for i in ids]
+        == [synced[i] for i in ids]
+        == [
+            "2026-01-01T00:00:00.120000+00:00",
+            "2026-01-01T00:00:01+00:00",
+        ]
+    )

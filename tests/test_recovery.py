@@ -459,6 +459,8 @@ def test_self_test_passes_on_a_direct_connection(
     assert "INFO" in line and "delivery self-test: the listener" in line, line
     if wake_mode == "notify":
         assert "listener hears the app's NOTIFY" in line
+    else:
+        assert "reads (poll mode) see the app's database" in line
     assert (
         requests.get(f"{app.url}/healthz", timeout=5).json()["listener"]["mode"]
         == wake_mode

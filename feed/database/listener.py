@@ -44,6 +44,8 @@ class Listener:
     on_batch(notifications) gets each drained batch: dicts {"table", "op", "id",
     "row"}, "row" read back from the table when the payload was too large.
     on_state(listening) runs when LISTEN is lost (False) and back (True).
+    on_mode(mode) runs when the thread starts following another wake-up mode
+    ("notify" or "poll"), also the first time.
     tables: the tables whose notifications are delivered (None: all); others
     are dropped before any row is read back.
     reader: a positions.LiveReader. With one, on_batch(rows, cursor) gets wire
@@ -65,6 +67,7 @@ class Listener:
         channel,
         on_batch,
         on_state=None,
+        on_mode=None,
         tables=None,
         reader=None,
         confirm_interval=1.0,
@@ -82,6 +85,8 @@ class Listener:
         self.channel = channel
         self.on_batch = on_batch
         self.on_state = on_state or (lambda listening: None)
+        self.on_mode = on_mode or (lambda mode: None)
+        self._followed = None
         self.idle_check = idle_check
         self.timeout = timeout
         self.backoff_first = 0.1
@@ -274,12 +279,26 @@ class Listener:
 
     def _listen(self):
         while True:
+            self._follow()
             if self.mode == "poll":
                 self._poll_loop()  # returns once the database is in notify mode
                 self._query(queries.listen_statement(self.channel))
                 self._poll_once()  # what committed before LISTEN, sent now
+                self._follow()
+                if self.mode == "poll":  # switched back meanwhile
+                    self._query(queries.UNLISTEN_ALL)
+                    continue
             self._notify_loop()  # returns once it is in poll mode
             self._query(queries.UNLISTEN_ALL)
+
+    def _follow(self):
+        if self.mode != self._followed:
+            self._followed = self.mode
+            log.info("listener on %r: %s mode", self.channel, self.mode)
+            try:
+                self.on_mode(self.mode)
+            except Exception:
+                log.exception("on_mode callback failed")
 
     def _poll_loop(self):
         """Poll mode: a read every poll_interval, on a fixed schedule."""

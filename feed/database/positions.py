@@ -12,7 +12,7 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 from . import queries
 
@@ -331,7 +331,7 @@ def wire_row(notification):
         "id": notification.get("id"),
         "op": op,
         "event": row.get("event"),
-        "created_at": row.get("created_at"),
+        "created_at": utc_text(row.get("created_at")),
         "version": version,
     }
 
@@ -343,9 +343,24 @@ def row_from_json(table, op, row):
         "id": row["id"],
         "op": op,
         "event": row.get("event"),
-        "created_at": row.get("created_at"),
+        "created_at": utc_text(row.get("created_at")),
         "version": row.get("feed_seq"),
     }
+
+
+def utc_text(timestamp):
+    """A JSON timestamp (to_json's, in the session's time zone, trailing zeros
+    of the fraction dropped) as the wire writes every time: UTC, isoformat,
+    the same text a sync answer gives. Anything else is passed on as it is."""
+    if not isinstance(timestamp, str):
+        return timestamp
+    try:
+        parsed = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    if parsed.tzinfo is None:  # a timestamp without time zone: no UTC to give
+        return timestamp
+    return parsed.astimezone(UTC).isoformat()
 
 
 def removal_row(table, op, row_id, seq):

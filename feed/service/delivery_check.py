@@ -99,6 +99,11 @@ class DeliveryCheck:
             self._verdict.clear()
         self._wake.set()
 
+    def probe_soon(self):
+        """Probe now rather than at the next interval (the listener changed
+        how it is woken: the last verdict may be stale)."""
+        self._wake.set()
+
     def verdict(self):
         """(delivering: True, False or None when unconfirmed, reason or None)."""
         with self._lock:

@@ -142,11 +142,16 @@ def _new_listener(config, state):
             state.delivery.listening_again()
         announce_state(state)
 
+    def on_mode(mode):
+        if state.delivery is not None:
+            state.delivery.probe_soon()
+
     return Listener(
         libpq_url(url),
         CHANNEL,
         on_batch=on_batch,
         on_state=on_state,
+        on_mode=on_mode,
         tables=TABLES,
         reader=positions.LiveReader(TABLES, on_recovered=state.metrics.recovered.inc),
         confirm_interval=config["FEED_CONFIRM_INTERVAL"],
@@ -204,14 +209,21 @@ def _count_probe(metrics, result):
         metrics.probes_failed.inc()
 
 
+HEARD = {
+    "notify": "the listener hears the app's NOTIFY",
+    "poll": "the listener's reads (poll mode) see the app's database",
+}
+
+
 def _log_verdict(delivery, result, previous):
     """One line when delivery is first known, starts failing, or is back."""
+    heard = HEARD[delivery.listener.mode]
     if result.delivering and previous is None:
-        log.info("delivery self-test: the listener hears the app's NOTIFY")
+        log.info("delivery self-test: %s", heard)
     elif result.delivering and previous is False:
         log.warning(
-            "delivery self-test: the listener hears the app's NOTIFY again, "
-            "after %.1f s of failed probes",
+            "delivery self-test: %s again, after %.1f s of failed probes",
+            heard,
             time.time() - delivery.failing_since,
         )
     elif not result.delivering and previous is not False:
