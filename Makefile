@@ -21,7 +21,7 @@ help:
 	@echo "make lint     ruff check and format check"
 	@echo "make bench    benchmarks against a bare LISTEN, a Redis queue and the previous"
 	@echo "              version; what the feed costs writers (docs/BENCHMARKS.md)"
-	@echo "make bench-smoke  a minute-long run of every benchmark section that counts rows"
+	@echo "make bench-smoke  a two-minute run of every benchmark section that counts rows"
 	@echo "make install  create $(VENV) and install requirements.txt"
 	@echo "make clean    remove $(VENV), instance/ (the embedded database) and caches"
 
