@@ -162,10 +162,17 @@ def controlled_postgres():
 
 
 @pytest.fixture
-def faulty_postgres(controlled_postgres):
-    """controlled_postgres, running, with an empty events table."""
+def faulty_postgres(controlled_postgres, wake_mode):
+    """controlled_postgres, running, with an empty events table, in the test's
+    wake-up mode (set every time: the server outlives a test)."""
     controlled_postgres.start()
     controlled_postgres.admin("TRUNCATE events RESTART IDENTITY")
+    connection = psycopg2.connect(controlled_postgres.url)
+    connection.autocommit = True
+    try:
+        set_wake_mode(connection, wake_mode)
+    finally:
+        connection.close()
     yield controlled_postgres
     controlled_postgres.start()
 

@@ -37,7 +37,6 @@ from support.database import (
     insert_row,
     insert_rows,
     migrate_to_head,
-    set_wake_mode,
 )
 from support.processes import ROOT
 from support.waiting import wait_for
@@ -70,19 +69,6 @@ def holds_exactly(feed_client, table, timeout=20, message="the client holds the 
     """Wait until the client holds exactly `table`; it applied no change twice."""
     wait_for(lambda: feed_client.synced and feed_client.holds(table), timeout, message)
     assert feed_client.applied_twice() == []
-
-
-@pytest.fixture
-def faulty_postgres(faulty_postgres, wake_mode):
-    """conftest's faulty_postgres, switched to the test's wake-up mode (the
-    wake_mode fixture switches only the session's database)."""
-    connection = psycopg2.connect(faulty_postgres.url)
-    connection.autocommit = True
-    try:
-        set_wake_mode(connection, wake_mode)  # every time: the server outlives a test
-    finally:
-        connection.close()
-    return faulty_postgres
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 import requests
 import websocket
 
-from support.database import both_wake_modes, insert_row, set_wake_mode
+from support.database import both_wake_modes, insert_row
 from support.waiting import wait_for
 
 FAST_LISTENER = {"FEED_LISTENER_IDLE_CHECK": "1", "FEED_LISTENER_TIMEOUT": "2"}
@@ -30,19 +30,6 @@ server_and_wake_modes = pytest.mark.parametrize(
     [("threaded", "notify"), ("gevent", "notify"), ("threaded", "poll")],
     indirect=["wake_mode"],
 )
-
-
-@pytest.fixture
-def faulty_postgres(faulty_postgres, wake_mode):
-    """conftest's faulty_postgres, switched to the test's wake-up mode (the
-    wake_mode fixture switches only the session's database)."""
-    connection = psycopg2.connect(faulty_postgres.url)
-    connection.autocommit = True
-    try:
-        set_wake_mode(connection, wake_mode)  # every time: the server outlives a test
-    finally:
-        connection.close()
-    return faulty_postgres
 
 
 class Writer(threading.Thread):

@@ -45,7 +45,7 @@ class Listener:
     "row"}, "row" read back from the table when the payload was too large.
     on_state(listening) runs when LISTEN is lost (False) and back (True).
     on_mode(mode) runs when the thread starts following another wake-up mode
-    ("notify" or "poll"), also the first time.
+    ("notify" or "poll") than before; not for the first it follows.
     tables: the tables whose notifications are delivered (None: all); others
     are dropped before any row is read back.
     reader: a positions.LiveReader. With one, on_batch(rows, cursor) gets wire
@@ -292,13 +292,16 @@ class Listener:
             self._query(queries.UNLISTEN_ALL)
 
     def _follow(self):
-        if self.mode != self._followed:
-            self._followed = self.mode
-            log.info("listener on %r: %s mode", self.channel, self.mode)
-            try:
-                self.on_mode(self.mode)
-            except Exception:
-                log.exception("on_mode callback failed")
+        if self.mode == self._followed:
+            return
+        first, self._followed = self._followed is None, self.mode
+        log.info("listener on %r: %s mode", self.channel, self.mode)
+        if first:
+            return
+        try:
+            self.on_mode(self.mode)
+        except Exception:
+            log.exception("on_mode callback failed")
 
     def _poll_loop(self):
         """Poll mode: a read every poll_interval, on a fixed schedule."""
