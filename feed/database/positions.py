@@ -242,8 +242,7 @@ class LiveReader:
                 row = removal_row(table, op, row_id, seq)
             if self._is_new(row):
                 rows.append(row)
-                if row_id is not None:
-                    self._from_log[0][(table, row_id)] = row["version"]
+                self._read_from_log(table, row_id, row)
         self.snapshot, self.mode = result[0][0], result[0][1]
         if rows or self.sent_recently:
             self._cover_to = max(self._cover_to, _xmax(self.snapshot))
@@ -277,11 +276,16 @@ class LiveReader:
             if self._is_new(row):
                 recovered.append(row)
                 self._sent[0].add(seq)
-                if row_id is not None:
-                    self._from_log[0][(table, row_id)] = row["version"]
+                self._read_from_log(table, row_id, row)
         if recovered:
             self.on_recovered(len(recovered))
         return recovered
+
+    def _read_from_log(self, table, row_id, row):
+        """Note the version of a row sent as read from the log, so an older
+        notification of that row, arriving late, is dropped."""
+        if row_id is not None:
+            self._from_log[0][(table, row_id)] = row["version"]
 
     def _was_sent(self, table, row_id, op, seq):
         if op == "TRUNCATE":
