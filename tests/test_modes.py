@@ -204,18 +204,25 @@ def test_switching_modes_under_writes_loses_and_duplicates_nothing(
                                 "(SELECT id FROM events ORDER BY random() LIMIT 1)"
                             )
                     cursor.execute("COMMIT")
+                    commits[seed] += 1
         except psycopg2.Error as exc:
             errors.append(exc)
         finally:
             connection.close()
 
+    commits = [0] * 4  # per writer, each counting its own
     writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
     for thread in writers:
         thread.start()
     try:
         for switch in range(12):
             set_wake_mode(writer, "poll" if switch % 2 == 0 else "notify")
-            time.sleep(rng.uniform(0.05, 0.4))  # writers keep writing meanwhile
+            # Writers keep writing between switches: a random number of commits.
+            wanted = sum(commits) + rng.randint(5, 60)
+            wait_for(
+                lambda wanted=wanted: sum(commits) >= wanted,
+                message="writes between two switches",
+            )
     finally:
         stop.set()
         for thread in writers:
