@@ -106,10 +106,11 @@ class Reader:
     def _command_collect(self, expected, timeout, grace, latencies):
         deadline = time.monotonic() + timeout
         settled = []
+        arrived = _Arrivals(self.connections, len(expected))
 
         def check():
             now = time.monotonic()
-            if not settled and (self._all_arrived(len(expected)) or now > deadline):
+            if not settled and (arrived.all() or now > deadline):
                 settled.append(now)
             elif settled and now > settled[0] + grace:
                 cpu = {"cpu_seconds": time.process_time() - self.armed_cpu}
@@ -118,11 +119,6 @@ class Reader:
                 self._reply(ok=True, **cpu, **summary)
 
         self.waiting = check
-
-    def _all_arrived(self, rows):
-        return all(
-            c.error is not None or c.receipts.rows >= rows for c in self.connections
-        )
 
     def _command_close(self):
         for connection in self.connections:
@@ -135,6 +131,29 @@ class Reader:
     def _command_stop(self):
         self._command_close()
         self.running = False
+
+
+class _Arrivals:
+    """Whether every connection has `rows` rows (or failed), asked after every
+    pass of the loop. A connection that had them keeps them, so each check
+    resumes at the first one that did not: one pass over all of them in all,
+    not one per loop pass (with 2500 connections in a reader, those passes
+    were most of its CPU while a row reached them all)."""
+
+    def __init__(self, connections, rows):
+        self.connections = connections
+        self.rows = rows
+        self.done = 0
+
+    def all(self):
+        """True once every connection has its rows or has failed."""
+        connections, rows = self.connections, self.rows
+        while self.done < len(connections):
+            connection = connections[self.done]
+            if connection.error is None and connection.receipts.rows < rows:
+                return False
+            self.done += 1
+        return True
 
 
 def _handled(connection, mask):
