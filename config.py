@@ -59,6 +59,12 @@ class Config:
     FEED_MAX_CONNECTIONS_PER_ADDRESS = _int("FEED_MAX_CONNECTIONS_PER_ADDRESS", 0)
     FEED_CLIENT_BACKLOG_MESSAGES = _int("FEED_CLIENT_BACKLOG_MESSAGES", 500)
     FEED_CLIENT_BACKLOG_BYTES = _int("FEED_CLIENT_BACKLOG_BYTES", 2**20)
+    # Engine.IO's heartbeat (Socket.IO's defaults): the server pings each client
+    # every FEED_PING_INTERVAL seconds and closes one that has not answered
+    # within FEED_PING_TIMEOUT. Each ping is a round trip through the server:
+    # at 10,000 clients, 400 a second (docs/DEPLOYING.md).
+    FEED_PING_INTERVAL = float(os.environ.get("FEED_PING_INTERVAL", 25))
+    FEED_PING_TIMEOUT = float(os.environ.get("FEED_PING_TIMEOUT", 20))
     FEED_LISTENER_IDLE_CHECK = float(os.environ.get("FEED_LISTENER_IDLE_CHECK", 5))
     FEED_LISTENER_TIMEOUT = float(os.environ.get("FEED_LISTENER_TIMEOUT", 5))
     # Exact resume (docs/RESUME.md): how often the listener checks the log while
