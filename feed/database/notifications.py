@@ -6,6 +6,8 @@ tables it feeds, and asks the database only for rows a payload left out.
 
 import json
 
+import orjson
+
 OPS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 
@@ -29,13 +31,23 @@ MODES = ("notify", "poll")
 def decode(payload):
     """A feed notification dict, a Probe or a ModeSwitch from payload text;
     ValueError otherwise."""
-    decoded = json.loads(payload)
+    decoded = loads(payload)
     if isinstance(decoded, dict) and "probe" in decoded:
         return Probe(decoded["probe"])
     if isinstance(decoded, dict) and decoded.get("mode") in MODES:
         return ModeSwitch(decoded["mode"])
     check(decoded)
     return decoded
+
+
+def loads(text):
+    """JSON text as Python values: orjson (3x faster than json, and every row of
+    a 20,000-row transaction is one payload), or json for what orjson refuses
+    but json takes (integers past 64 bits, NaN); ValueError for neither."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def check(payload):

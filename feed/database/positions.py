@@ -352,12 +352,8 @@ def row_from_json(table, op, row):
     }
 
 
-def utc_text(timestamp):
-    """A JSON timestamp (to_json's, in the session's time zone, trailing zeros
-    of the fraction dropped) as the wire writes every time: UTC, isoformat,
-    the same text a sync answer gives. Anything else is passed on as it is."""
-    if not isinstance(timestamp, str):
-        return timestamp
+@functools.lru_cache(maxsize=256)
+def _utc_text(timestamp):
     try:
         parsed = datetime.fromisoformat(timestamp)
     except ValueError:
@@ -365,6 +361,17 @@ def utc_text(timestamp):
     if parsed.tzinfo is None:  # a timestamp without time zone: no UTC to give
         return timestamp
     return parsed.astimezone(UTC).isoformat()
+
+
+def utc_text(timestamp):
+    """A JSON timestamp (to_json's, in the session's time zone, trailing zeros
+    of the fraction dropped) as the wire writes every time: UTC, isoformat,
+    the same text a sync answer gives. Anything else is passed on as it is."""
+    if not isinstance(timestamp, str):
+        return timestamp
+    # Cached: the rows of one transaction share its now(), so a large
+    # transaction parses one timestamp, not one per row.
+    return _utc_text(timestamp)
 
 
 def removal_row(table, op, row_id, seq):

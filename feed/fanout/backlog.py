@@ -16,6 +16,7 @@ but no backlog bound.
 
 import logging
 
+import orjson
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet
@@ -103,9 +104,14 @@ class BoundedManager(socketio.Manager):
     def _encode(self, event, data, namespace):
         # A tuple is several arguments, as python-socketio's emit takes them.
         arguments = list(data) if isinstance(data, tuple) else [data]
-        encoded = self.server.packet_class(
-            packet.EVENT, namespace=namespace, data=[event, *arguments]
-        ).encode()
+        # binary=False: the feed's messages are JSON from PostgreSQL, never
+        # bytes, so python-socketio need not walk every row looking for some
+        # (a tenth of the server's CPU for a 20,000-row transaction).
+        message = self.server.packet_class(
+            packet.EVENT, namespace=namespace, data=[event, *arguments], binary=False
+        )
+        message.json = FastJSON(message.json)
+        encoded = message.encode()
         packet_class = BroadcastPacket if self.fast else QueuedBroadcast
         return packet_class(eio_packet.MESSAGE, encoded)
 
@@ -129,6 +135,24 @@ class BoundedManager(socketio.Manager):
             dropped,
         )
         _queue(session, resync)
+
+
+class FastJSON:
+    """The json a broadcast's packet encodes its data with: orjson, 6x faster
+    than json on a message of 1000 rows, and encoded once per broadcast;
+    the packet's own json (Flask's) for what orjson cannot encode (integers
+    past 64 bits, types of a user's own). Both write compact JSON; orjson
+    leaves non-ASCII characters unescaped, which a JSON reader cannot tell."""
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+
+    def dumps(self, data, separators=None):
+        """JSON text of data."""
+        try:
+            return orjson.dumps(data).decode()
+        except TypeError:  # orjson.JSONEncodeError is one
+            return self.fallback.dumps(data, separators=separators)
 
 
 def _is_broadcast(queued):
