@@ -59,6 +59,11 @@ class Config:
     FEED_MAX_CONNECTIONS_PER_ADDRESS = _int("FEED_MAX_CONNECTIONS_PER_ADDRESS", 0)
     FEED_CLIENT_BACKLOG_MESSAGES = _int("FEED_CLIENT_BACKLOG_MESSAGES", 500)
     FEED_CLIENT_BACKLOG_BYTES = _int("FEED_CLIENT_BACKLOG_BYTES", 2**20)
+    # Each WebSocket's kernel send buffer (SO_SNDBUF; Linux doubles it): 0
+    # leaves it to the kernel's autotuning, up to net.ipv4.tcp_wmem's max (4 MiB
+    # here), which a client that stopped reading fills before its backlog bound
+    # above sees anything (docs/DEPLOYING.md, "Ten thousand clients").
+    FEED_SEND_BUFFER_BYTES = _int("FEED_SEND_BUFFER_BYTES", 0)
     # Engine.IO's heartbeat (Socket.IO's defaults): the server pings each client
     # every FEED_PING_INTERVAL seconds and closes one that has not answered
     # within FEED_PING_TIMEOUT. Each ping is a round trip through the server:

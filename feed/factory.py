@@ -97,7 +97,13 @@ def _bound_message_sizes(app, reaches, max_bytes):
     hard_limit = max(app.config["FEED_HARD_MAX_MESSAGE_BYTES"], max_bytes)
     answer = namespace.OversizeAnswer(app, max_bytes)
     if reaches:
-        websocket.install(socketio.server.eio, max_bytes, hard_limit, answer)
+        websocket.install(
+            socketio.server.eio,
+            max_bytes,
+            hard_limit,
+            answer,
+            send_buffer_bytes=app.config["FEED_SEND_BUFFER_BYTES"],
+        )
     app.wsgi_app = LargeMessages(app.wsgi_app, max_bytes, hard_limit, answer)
     if reaches:
         app.wsgi_app = AnswerEndedSessions(app.wsgi_app)

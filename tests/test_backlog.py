@@ -1,6 +1,8 @@
 """The fan-out: one client's failure never costs another client a row."""
 
 import random
+import re
+import subprocess
 import threading
 
 import pytest
@@ -131,3 +133,31 @@ def test_clients_closing_during_broadcasts_cost_the_others_no_row(
     log = "".join(served.output)
     assert "emitting events failed" not in log
     assert "Traceback" not in log and "Exception in thread" not in log
+
+
+def _send_buffers(port):
+    """SO_SNDBUF (skmem tb) of the server's established sockets on `port`."""
+    listing = subprocess.run(
+        ["ss", "-tmnH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [int(size) for size in re.findall(r"\btb(\d+)", listing)]
+
+
+@pytest.mark.parametrize("asked", [None, 65536])
+def test_feed_send_buffer_bytes_sets_each_websockets_kernel_send_buffer(
+    app_process, sio_client, mode, asked
+):
+    """What a stalled client can hold in the kernel is the send buffer: set, it
+    is what was asked for (Linux doubles it); unset, autotuning's own."""
+    settings = {} if asked is None else {"FEED_SEND_BUFFER_BYTES": str(asked)}
+    served = app_process(mode, **settings)
+    sio_client(served.url)
+    port = int(served.url.rsplit(":", 1)[1])
+    buffers = wait_for(lambda: _send_buffers(port), message="the WebSocket in ss")
+    if asked is None:
+        assert all(size != 2 * 65536 for size in buffers), buffers
+    else:
+        assert buffers == [2 * asked]

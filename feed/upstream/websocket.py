@@ -63,8 +63,17 @@ class FeedWebSocket(SimpleWebSocketWSGI):
     patched), and the direct write is told not to wait.
     """
 
-    def __init__(self, handler, server, nowait=None, on_oversize=None, **kwargs):
+    def __init__(
+        self,
+        handler,
+        server,
+        nowait=None,
+        on_oversize=None,
+        send_buffer_bytes=0,
+        **kwargs,
+    ):
         super().__init__(handler, server, **kwargs)
+        self.send_buffer_bytes = send_buffer_bytes  # SO_SNDBUF; 0: the kernel's
         self.nowait = nowait or {}  # send() options that make it never wait
         self.on_oversize = on_oversize or (lambda sid, head, size: None)
         self.send_lock = threading.Lock()  # held while writing to the socket
@@ -79,6 +88,12 @@ class FeedWebSocket(SimpleWebSocketWSGI):
         self.session.feed_websocket = self
         # As SimpleWebSocketWSGI.__call__, with a FeedServer.
         self.ws = FeedServer(environ, **self.server_args)
+        if self.send_buffer_bytes:
+            # What the kernel holds for a client that stopped reading, before
+            # the backlog bound sees it (autotuned, it grows to tcp_wmem's max).
+            self.ws.sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes
+            )
         result = self.app(self)
         if self.ws.mode == "gunicorn":
             raise StopIteration()
@@ -151,12 +166,19 @@ class FeedWebSocket(SimpleWebSocketWSGI):
             self.queued_broadcasts = max(0, self.queued_broadcasts + count)
 
 
-def install(engineio_server, max_message_bytes, hard_limit_bytes, on_oversize):
+def install(
+    engineio_server,
+    max_message_bytes,
+    hard_limit_bytes,
+    on_oversize,
+    send_buffer_bytes=0,
+):
     """Serve this server's WebSockets with FeedWebSocket.
 
     Messages past max_message_bytes go to on_oversize(sid, head, size);
-    past hard_limit_bytes the connection is closed. The process's concurrency
-    (threads or gevent) is read once, here.
+    past hard_limit_bytes the connection is closed. send_buffer_bytes: each
+    WebSocket's SO_SNDBUF (0: the kernel's autotuning). The process's
+    concurrency (threads or gevent) is read once, here.
     """
     engineio_server._async = {
         **engineio_server._async,
@@ -165,6 +187,7 @@ def install(engineio_server, max_message_bytes, hard_limit_bytes, on_oversize):
             max_message_size=max_message_bytes,
             hard_limit=hard_limit_bytes,
             on_oversize=on_oversize,
+            send_buffer_bytes=send_buffer_bytes,
             nowait=concurrency.nowait_options(),
             **concurrency.websocket_options(),
         ),
