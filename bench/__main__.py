@@ -16,7 +16,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import machine, previous, resume_size, runner, wake_modes, write_cost
+from bench import (
+    machine,
+    previous,
+    resume_size,
+    runner,
+    scale_out,
+    stalled,
+    wake_modes,
+    write_cost,
+)
 from bench.database import benchmark_database
 from bench.report import render
 from bench.services import ROOT, pg_feed_overrides, running_redis
@@ -29,12 +38,14 @@ log = logging.getLogger("bench")
 
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "docs" / "benchmarks-latency-cdf.png"
-# the sections after the systems' rounds: (d), (e), (f), (g)
+# the sections after the systems' rounds: (d) to (i)
 COST_SECTIONS = {
     "previous": previous.run,
     "writers": write_cost.run,
     "resume": resume_size.run,
     "modes": wake_modes.run,
+    "stalled": stalled.run,
+    "scaleout": scale_out.run,
 }
 
 
@@ -52,7 +63,9 @@ def parse_arguments(argv):
         help="run only these sections: systems ((a) to (c), every system), "
         "previous ((d), latency against the previous version), writers ((e), "
         "commit rate by schema), resume ((f), the size of a resume answer), "
-        "modes ((g), latency and database load of notify and poll mode)",
+        "modes ((g), latency and database load of notify and poll mode), "
+        "stalled ((h), 10,000 clients of which 1000 stop reading), scaleout ((i), "
+        "gevent instances behind nginx)",
     )
     parser.add_argument(
         "--previous-commit", help=f"the previous version for (d) ({PREVIOUS_COMMIT})"
@@ -118,7 +131,8 @@ def _run(settings, sections, started_at):
             with running_redis() as redis:
                 context = runner.Context(settings, database_url, redis.url)
                 rounds, checks = runner.run_rounds(context)
-            document["summary"], document["rounds"] = summarize(rounds), rounds
+            document["rounds"] = rounds
+            document["summary"] = summarize(rounds, settings.clients)
         for section, run_section in COST_SECTIONS.items():
             if section in sections:
                 log.info("section %s", section)

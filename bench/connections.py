@@ -67,18 +67,21 @@ def _decode_event(body):
 class FeedConnection:
     """One Socket.IO client on /events, over a raw non-blocking WebSocket."""
 
-    def __init__(self, host, port, clock, decoder):
+    def __init__(self, host, port, clock, decoder, receive_buffer=None):
         self.host, self.port = host, port
         self.clock, self.decoder = clock, decoder
         self.receipts = Receipts()
         self.state = "connecting"
         self.error = None
+        self.stalled = False  # the reader stopped reading it (stall)
         self._buffer = bytearray()
         self._assembler = MessageAssembler()
         self._key = None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if receive_buffer:  # before connect(): it sets the window offered
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         code = self.sock.connect_ex((host, port))
         if code not in (0, errno.EINPROGRESS):
             raise OSError(code, f"connect to {host}:{port} failed")

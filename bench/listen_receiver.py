@@ -18,6 +18,7 @@ class ListenConnection:
 
     waiting_for = selectors.EVENT_READ
     ready = True
+    stalled = False  # never stalled (bench/reader.py, stall)
 
     def __init__(self, dsn, channel, clock):
         self.clock = clock

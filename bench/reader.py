@@ -34,6 +34,8 @@ class Reader:
         self.running = True
         self.armed_cpu = 0.0
         self.decoder = EventDecoder()
+        self.receive_buffer = None  # SO_RCVBUF of the connections opened next
+        self.stalled = []  # connections not read, as if their client hung
 
     def run(self):
         """Serve commands until told to stop."""
@@ -59,7 +61,10 @@ class Reader:
         opening = sum(1 for c in self.connections if c.error is None and not c.ready)
         while self.to_open and opening < MAX_HANDSHAKES:
             host, port = self.to_open.pop()
-            self._add(FeedConnection(host, port, time.monotonic, self.decoder))
+            connection = FeedConnection(
+                host, port, time.monotonic, self.decoder, self.receive_buffer
+            )
+            self._add(connection)
             opening += 1
 
     def _add(self, connection):
@@ -78,8 +83,9 @@ class Reader:
             log.exception("reader command failed")
             self._reply(ok=False, error=f"{type(exc).__name__}: {exc}")
 
-    def _command_connect(self, url, count):
+    def _command_connect(self, url, count, receive_buffer=None):
         parts = urlsplit(url)
+        self.receive_buffer = receive_buffer
         self.to_open.extend([(parts.hostname, parts.port)] * count)
         deadline = time.monotonic() + CONNECT_TIMEOUT
         self.waiting = lambda: self._check_connected(deadline)
@@ -115,17 +121,54 @@ class Reader:
             elif settled and now > settled[0] + grace:
                 cpu = {"cpu_seconds": time.process_time() - self.armed_cpu}
                 cpu["cpu_until"] = time.monotonic()
-                summary = summarize(self.connections, expected, latencies)
+                reading = [c for c in self.connections if not c.stalled]
+                summary = summarize(reading, expected, latencies)
                 self._reply(ok=True, **cpu, **summary)
+
+        self.waiting = check
+
+    def _command_stall(self, count):
+        """Stop reading `count` connections (the first ones opened): their bytes
+        pile up in the kernel, then in the server, as for a client that hung."""
+        for connection in self.connections[:count]:
+            if connection.error is None:
+                self.selector.unregister(connection.sock)
+                connection.stalled = True
+                self.stalled.append(connection)
+        self._reply(ok=True, stalled=len(self.stalled))
+
+    def _command_resume(self, timeout):
+        """Read the stalled connections again; reply once each has received a
+        resync or failed (the server dropped it), or at the timeout."""
+        for connection in self.stalled:
+            connection.stalled = False
+            if connection.error is None:
+                self.selector.register(
+                    connection.sock, connection.waiting_for, connection
+                )
+        stalled, self.stalled = self.stalled, []
+        deadline = time.monotonic() + timeout
+
+        def check():
+            told = sum(1 for c in stalled if c.receipts.resyncs or c.error)
+            if told == len(stalled) or time.monotonic() > deadline:
+                self._reply(
+                    ok=True,
+                    resumed=len(stalled),
+                    resynced=sum(1 for c in stalled if c.receipts.resyncs),
+                    dropped=sum(1 for c in stalled if c.error),
+                    neither=len(stalled) - told,
+                )
 
         self.waiting = check
 
     def _command_close(self):
         for connection in self.connections:
             if connection.error is None:
-                self.selector.unregister(connection.sock)
+                if not connection.stalled:
+                    self.selector.unregister(connection.sock)
                 connection.close()
-        self.connections, self.to_open = [], []
+        self.connections, self.to_open, self.stalled = [], [], []
         self._reply(ok=True)
 
     def _command_stop(self):
@@ -150,7 +193,8 @@ class _Arrivals:
         connections, rows = self.connections, self.rows
         while self.done < len(connections):
             connection = connections[self.done]
-            if connection.error is None and connection.receipts.rows < rows:
+            waiting = connection.error is None and not connection.stalled
+            if waiting and connection.receipts.rows < rows:
                 return False
             self.done += 1
         return True

@@ -1,11 +1,11 @@
 """The terminal table of a run (Markdown, so docs/BENCHMARKS.md can quote it)."""
 
-from bench import cost_report, modes_report
+from bench import cost_report, modes_report, scale_out_report, stalled_report
 from bench.markdown import number, percent, table
 
 
 def render(document):
-    """Every table of a run: latency, throughput, capacity, ratios, targets, the
+    """Every table of a run: latency, fan-out, capacity, ratios, targets, the
     sections (d) to (g), counts; of the sections that ran."""
     settings = document["settings"]
     sections = [_heading(document)]
@@ -13,13 +13,15 @@ def render(document):
         summary = document["summary"]
         sections += [
             _latency(settings, summary["latency"]),
-            _throughput(settings, summary["throughput"]),
+            _fanout(settings, summary["fanout"]),
             _capacity(settings, summary["capacity"]),
             _ratios(summary["ratios"]),
             _targets(summary["targets"], settings["name"]),
         ]
     sections += cost_report.render(document)
     sections += modes_report.render(document)
+    sections += stalled_report.render(document)
+    sections += scale_out_report.render(document)
     sections.append(_counts(document["checks"]))
     return "\n\n".join(sections) + "\n"
 
@@ -64,45 +66,53 @@ def _latency(settings, latency):
     return table(title, header, rows)
 
 
-def _throughput(settings, throughput):
+def _fanout(settings, fanout):
     title = (
-        f"Throughput (b): {settings['throughput_transactions']} transactions of "
-        f"{settings['throughput_rows']} rows, {settings['clients']} clients "
-        "(limit: 1 LISTEN receiver)"
+        f"Fan-out (b): one transaction of {settings['fanout_rows']:,} rows committed "
+        f"while {settings['clients']} clients are connected; row-deliveries per "
+        "second from the moment its COMMIT returned to the last row reaching the "
+        "last client (limit: 1 LISTEN receiver)"
     )
-    header = ["system", "receivers", "row-deliveries/s", "drain s", "writer rows/s"]
-    header += ["rows/message", "server CPU %", "readers CPU %"]
+    header = ["system", "receivers", "row-deliveries/s", "after COMMIT s"]
+    header += ["transaction s", "rows/message", "server CPU %", "readers CPU %"]
     rows = [
         [
             system,
             number(values["clients"], 0),
             number(values["row_deliveries_per_s"], 0),
-            number(values["drain_s"], 3),
-            number(values["writer_rows_per_s"], 0),
+            number(values["after_commit_s"], 3),
+            number(values["transaction_s"], 3),
             number(values["rows_per_message"], 1),
             number(values["server_cpu_percent"], 0),
             number(values["readers_cpu_percent"], 0),
         ]
-        for system, values in throughput.items()
+        for system, values in fanout.items()
     ]
     return table(title, header, rows)
 
 
 def _capacity(settings, capacity):
     title = (
-        f"Capacity (c): idle clients; server process RSS, threads, CPU over "
-        f"{settings['capacity_idle_seconds']:g} s idle (% of one core), median time "
-        f"for one row to reach all of them ({settings['capacity_probe_rows']} rows)"
+        "Capacity (c): idle clients; server process RSS, per client (RSS over the "
+        "server's before any client), threads, CPU while idle (% of one core; "
+        f"over {settings['capacity_idle_seconds']:g} s up to "
+        f"{max(settings['capacity_clients'])} clients, over one ping interval of "
+        f"{settings['capacity_heartbeat_seconds']:g} s past that: one heartbeat of "
+        "every client), time for one row to reach all of them (median and max of "
+        f"{settings['capacity_probe_rows']} rows)"
     )
-    header = ["system", "clients", "RSS MB", "threads", "idle CPU %", "to all ms"]
+    header = ["system", "clients", "RSS MB", "per client KB", "threads"]
+    header += ["idle CPU %", "to all ms", "to all max ms"]
     rows = [
         [
             system,
             str(step["clients"]),
             number(step["rss_mb"], 0),
+            number(step.get("per_client_kb"), 1),
             number(step["threads"], 0),
             number(step["idle_cpu_percent"], 1),
             number(step["one_row_to_all_ms"], 1),
+            number(step.get("one_row_to_all_max_ms"), 1),
         ]
         for system, steps in capacity.items()
         for step in steps

@@ -17,7 +17,7 @@ import time
 
 from bench import scenarios
 from bench.services import start_pg_feed, start_redis_app
-from bench.settings import SYSTEMS
+from bench.settings import CAPACITY_LARGE_SYSTEMS, SYSTEMS
 from bench.workers import BenchError, ReaderPool, start_writer
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,10 @@ def _delivery(system, context):
         latency, check = scenarios.latency(server, pool, writer, settings)
         checks.append(check)
         _ensure_alive(server)
-        throughput, check = scenarios.throughput(server, pool, writer, settings)
+        fanout, check = scenarios.fanout(server, pool, writer, settings)
         checks.append(check)
         _ensure_alive(server)
-    return {"latency": latency, "throughput": throughput}, checks
+    return {"latency": latency, "fanout": fanout}, checks
 
 
 def _capacity(system, context):
@@ -85,7 +85,10 @@ def _capacity(system, context):
         pool = _readers(stack, settings.capacity_readers)
         writer = _writer(stack, system, context)
         server = stack.enter_context(_serving(system, context))
-        results, checks = scenarios.capacity(server, pool, writer, settings)
+        steps = settings.capacity_clients
+        if system in CAPACITY_LARGE_SYSTEMS:
+            steps += settings.capacity_large_clients
+        results, checks = scenarios.capacity(server, pool, writer, settings, steps)
         _ensure_alive(server)
     return results, checks
 

@@ -1,4 +1,4 @@
-"""The workloads: warm-up, latency (a), throughput (b) and capacity (c).
+"""The workloads: warm-up, latency (a), fan-out (b) and capacity (c).
 
 Each runs against connected readers and returns its measurements and a count
 check of every delivery.
@@ -68,40 +68,30 @@ def latency(server, pool, writer, settings, spread=False):
     return result, count_check("latency", merged, len(log["commits"]))
 
 
-def throughput(server, pool, writer, settings):
-    """Large transactions back to back; row-deliveries per second and drain time."""
+def fanout(server, pool, writer, settings):
+    """One transaction of many rows committed while the clients are connected:
+    row-deliveries per second from the moment its COMMIT returned to the last
+    row reaching the last client (the server's fan-out, not the writer's pace)."""
     pool.arm()
     meter = CpuMeter(server)
-    log = writer.call(
-        "batches",
-        transactions=settings.throughput_transactions,
-        rows=settings.throughput_rows,
-        timeout=300,
-    )
-    merged = pool.collect(log["commits"], timeout=60)
+    log = writer.call("batches", transactions=1, rows=settings.fanout_rows, timeout=300)
+    merged = pool.collect(log["commits"], timeout=120)
     cpu = meter.read(merged)
-    check = count_check("throughput", merged, len(log["commits"]))
+    check = count_check("fan-out", merged, len(log["commits"]))
+    committed = max(log["commits"].values())
+    last = max(merged["last_arrival"].values(), default=None)
+    after_commit = None if last is None else last - committed
+    delivered = check["expected_deliveries"] - merged["missing"]
     result = {
         "clients": merged["connections"],
-        **_delivery_rate(log, merged, check["expected_deliveries"]),
-        "writer_rows_per_s": len(log["commits"]) / (log["finished"] - log["started"]),
+        "rows": len(log["commits"]),
+        "row_deliveries_per_s": delivered / after_commit if after_commit else None,
+        "after_commit_s": after_commit,
+        "transaction_s": log["finished"] - log["started"],
         "rows_per_message": merged["deliveries"] / max(merged["messages"], 1),
         **cpu,
     }
     return result, check
-
-
-def _delivery_rate(log, merged, expected_deliveries):
-    """Deliveries per second from the first INSERT to the last arrival; drain time."""
-    if not merged["last_arrival"]:
-        return {"row_deliveries_per_s": None, "drain_s": None, "total_s": None}
-    last = max(merged["last_arrival"].values())
-    delivered = expected_deliveries - merged["missing"]
-    return {
-        "row_deliveries_per_s": delivered / (last - log["started"]),
-        "drain_s": last - max(log["commits"].values()),
-        "total_s": last - log["started"],
-    }
 
 
 class CpuMeter:
@@ -125,11 +115,17 @@ class CpuMeter:
         return {"server_cpu_percent": server, "readers_cpu_percent": readers}
 
 
-def capacity(server, pool, writer, settings):
-    """Idle clients in growing numbers: memory, threads, idle CPU, one row to all."""
+def capacity(server, pool, writer, settings, steps):
+    """Idle clients in growing numbers (`steps`): memory, threads, idle CPU, one
+    row to all. Steps past settings.capacity_clients (the large ones, gevent
+    only) read idle CPU over capacity_heartbeat_seconds, one Engine.IO ping
+    interval: a window that holds exactly one heartbeat of every client."""
     results, checks = [], []
-    for clients in settings.capacity_clients:
+    before = process_status(server.pid)["rss_mb"]  # no client yet
+    for clients in steps:
         result, check = _capacity_step(server, pool, writer, settings, clients)
+        if result["rss_mb"] is not None:
+            result["per_client_kb"] = 1024 * (result["rss_mb"] - before) / clients
         results.append(result)
         checks.append(check)
     return results, checks
@@ -140,7 +136,10 @@ def _capacity_step(server, pool, writer, settings, clients):
     pool.connect(server.url, clients)
     connected_s = time.monotonic() - started
     time.sleep(settings.capacity_settle_seconds)
-    cpu = idle_cpu_percent(server.pid, settings.capacity_idle_seconds)
+    idle_seconds = settings.capacity_idle_seconds
+    if clients > max(settings.capacity_clients):
+        idle_seconds = settings.capacity_heartbeat_seconds
+    cpu = idle_cpu_percent(server.pid, idle_seconds)
     pool.arm()
     log = writer.call(
         "paced",
@@ -159,6 +158,8 @@ def _capacity_step(server, pool, writer, settings, clients):
         "connect_s": connected_s,
         **_fed_clients_status(server, check),
         "idle_cpu_percent": cpu,
+        "idle_seconds": idle_seconds,
+        "per_client_kb": None,  # set by capacity(), which read RSS before any client
         "one_row_to_all_ms": statistics.median(reach) if reach else None,
         "one_row_to_all_max_ms": max(reach, default=None),
     }

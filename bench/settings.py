@@ -34,12 +34,16 @@ SYSTEM_SETTINGS = {
     "pg-feed-gthread-plain": PLAIN,
     "pg-feed-gevent-plain": PLAIN,
 }
+# Capacity (c) goes past 2000 clients for these only: a gthread worker holds
+# each WebSocket in a thread of its own (8,005 threads at 2000 clients), and
+# the -queued and -plain variants answer other questions
+CAPACITY_LARGE_SYSTEMS = ("pg-feed-gevent",)
 # gthread holds one WebSocket per thread: room for the largest capacity step
 GTHREAD_THREADS = 2200
 # The last commit before the live-cursor server work: (d) measures against it
 PREVIOUS_COMMIT = "a061e26"
 # The parts of a run; --only picks some
-SECTIONS = ("systems", "previous", "writers", "resume", "modes")
+SECTIONS = ("systems", "previous", "writers", "resume", "modes", "stalled", "scaleout")
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,13 @@ class Settings:
     clients: int = 100
     latency_rate: float = 200.0
     latency_seconds: float = 10.0
-    throughput_transactions: int = 20
-    throughput_rows: int = 1000
+    fanout_rows: int = 20_000  # (b): one transaction of this many rows
     capacity_readers: int = 4
     capacity_clients: tuple[int, ...] = (500, 1000, 2000)
+    # gevent (CAPACITY_LARGE_SYSTEMS) goes on to these; their idle CPU is read
+    # over one Engine.IO ping interval (FEED_PING_INTERVAL's default, 25 s)
+    capacity_large_clients: tuple[int, ...] = (5000, 10_000)
+    capacity_heartbeat_seconds: float = 25.0
     capacity_settle_seconds: float = 1.0
     capacity_idle_seconds: float = 5.0
     capacity_probe_rows: int = 5
@@ -81,6 +88,16 @@ class Settings:
     modes_seconds: float = 20.0
     modes_poll_interval: float = 0.05
     modes_idle_seconds: float = 10.0
+    # (h) stalled clients: one gevent process holds stalled_clients, of which
+    # stalled_stopped stop reading (bench/stalled.py)
+    stalled_clients: int = 10_000
+    stalled_stopped: int = 1000
+    stalled_readers: int = 4
+    # (i) scale-out: scaleout_instances gevent instances behind nginx hold
+    # scaleout_clients between them (bench/scale_out.py)
+    scaleout_instances: int = 2
+    scaleout_clients: int = 10_000
+    scaleout_readers: int = 4
 
     @property
     def latency_rows(self):
@@ -98,10 +115,11 @@ SMOKE = replace(
     clients=5,
     latency_rate=50.0,
     latency_seconds=1.0,
-    throughput_transactions=3,
-    throughput_rows=100,
+    fanout_rows=200,
     capacity_readers=2,
     capacity_clients=(20, 40),
+    capacity_large_clients=(60,),
+    capacity_heartbeat_seconds=0.5,
     capacity_settle_seconds=0.2,
     capacity_idle_seconds=0.5,
     capacity_probe_rows=2,
@@ -114,4 +132,9 @@ SMOKE = replace(
     modes_rate=50.0,
     modes_seconds=1.0,
     modes_idle_seconds=1.0,
+    stalled_clients=40,
+    stalled_stopped=4,
+    stalled_readers=2,
+    scaleout_clients=40,
+    scaleout_readers=2,
 )

@@ -73,14 +73,15 @@ class ReaderPool:
         ]
         self.connections = 0
 
-    def connect(self, url, total, timeout=180.0):
-        """Open connections until `total` are open, spread over the readers."""
+    def connect(self, url, total, timeout=180.0, receive_buffer=None):
+        """Open connections until `total` are open, spread over the readers;
+        receive_buffer: their SO_RCVBUF (None: the system's)."""
         for worker, count in zip(
             self.workers,
             _spread(self.connections, total, len(self.workers)),
             strict=True,
         ):
-            worker.send("connect", url=url, count=count)
+            worker.send("connect", url=url, count=count, receive_buffer=receive_buffer)
         self._gather(timeout)
         self.connections = total
 
@@ -104,6 +105,22 @@ class ReaderPool:
             reply_timeout=timeout + grace + 60,
         )
         return _merge(answers)
+
+    def stall(self, total):
+        """Stop reading `total` connections, spread over the readers."""
+        counts = _spread(0, total, len(self.workers))
+        for worker, count in zip(self.workers, counts, strict=True):
+            worker.send("stall", count=count)
+        return sum(answer["stalled"] for answer in self._gather(30))
+
+    def resume(self, timeout):
+        """Read the stalled connections again: {resumed, resynced, dropped,
+        neither} once each got a resync or was dropped (or at the timeout)."""
+        answers = self._broadcast("resume", reply_timeout=timeout + 30, timeout=timeout)
+        return {
+            name: sum(answer[name] for answer in answers)
+            for name in ("resumed", "resynced", "dropped", "neither")
+        }
 
     def close(self):
         """Close every connection, keeping the processes."""
