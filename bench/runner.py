@@ -4,8 +4,10 @@ limit: one bare LISTEN receiver. pg-feed: `python app.py`. pg-feed-gthread
 and pg-feed-gevent: gunicorn as `make serve` runs it, in each FEED_SERVER_MODE;
 the same with -queued: each client's writer frames every broadcast itself
 (FEED_FAST_FANOUT=off); with -plain: without feed/upstream's library reaches.
-redis-mq: bench/redis_app.py fed by the writer through Redis. Each system gets a fresh
-server for the delivery workloads and another for capacity. Servers stop
+redis-mq: bench/redis_app.py fed by the writer through Redis. bare-fanout
+(capacity only): bench/bare_fanout.py, the send() calls and nothing else.
+Each system gets a fresh server for the delivery workloads and another for
+capacity. Servers stop
 before their readers close: a SIGTERM with clients connected takes a second or
 two, while thousands of clients dropping at once keep a threading-mode server
 busy for much longer.
@@ -16,8 +18,8 @@ import logging
 import time
 
 from bench import scenarios
-from bench.services import start_pg_feed, start_redis_app
-from bench.settings import CAPACITY_LARGE_SYSTEMS, SYSTEMS
+from bench.services import start_bare_fanout, start_pg_feed, start_redis_app
+from bench.settings import CAPACITY_LARGE_SYSTEMS, CAPACITY_ONLY, SYSTEMS
 from bench.workers import BenchError, ReaderPool, start_writer
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,11 @@ def run_rounds(context):
 
 
 def run_system(system, context):
-    """The delivery workloads, then capacity (not for limit): (results, checks)."""
-    results, checks = _delivery(system, context)
+    """The delivery workloads (not for bare-fanout), then capacity (not for
+    limit): (results, checks)."""
+    results, checks = {}, []
+    if system not in CAPACITY_ONLY:
+        results, checks = _delivery(system, context)
     if system != "limit":
         results["capacity"], capacity_checks = _capacity(system, context)
         checks += capacity_checks
@@ -100,6 +105,8 @@ def _serving(system, context):
         return
     if system.startswith("pg-feed"):
         server = start_pg_feed(context.database_url, system)
+    elif system == "bare-fanout":
+        server = start_bare_fanout(context.database_url)
     else:
         server = start_redis_app(context.redis_url)
     try:

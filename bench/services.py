@@ -159,6 +159,14 @@ def start_redis_app(redis_url):
     return ServerProcess("redis-mq", [sys.executable, "-m", "bench.redis_app"], env)
 
 
+def start_bare_fanout(database_url):
+    """bench/bare_fanout.py: the floor under one row to all."""
+    env = {**pg_feed_environment(), "DATABASE_URL": database_url}
+    env.update(HOST="127.0.0.1", PORT="0")
+    argv = [sys.executable, "-m", "bench.bare_fanout"]
+    return ServerProcess("bare-fanout", argv, env)
+
+
 @contextlib.contextmanager
 def running_redis():
     """Yield a RedisServer of this run's own; stop it after."""

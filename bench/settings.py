@@ -12,7 +12,11 @@ SYSTEMS = (
     "pg-feed-gthread-plain",
     "pg-feed-gevent-plain",
     "redis-mq",
+    "bare-fanout",
 )
+# Systems of capacity (c) only: bench/bare_fanout.py, the floor under one row to
+# all (the send() calls and nothing else)
+CAPACITY_ONLY = ("bare-fanout",)
 # pg-feed under `make serve`: its system name and FEED_SERVER_MODE
 SERVE_MODES = {
     "pg-feed-gthread": "threaded",
@@ -37,7 +41,7 @@ SYSTEM_SETTINGS = {
 # Capacity (c) goes past 2000 clients for these only: a gthread worker holds
 # each WebSocket in a thread of its own (8,005 threads at 2000 clients), and
 # the -queued and -plain variants answer other questions
-CAPACITY_LARGE_SYSTEMS = ("pg-feed-gevent",)
+CAPACITY_LARGE_SYSTEMS = ("pg-feed-gevent", "bare-fanout")
 # gthread holds one WebSocket per thread: room for the largest capacity step
 GTHREAD_THREADS = 2200
 # The last commit before the live-cursor server work: (d) measures against it

@@ -43,9 +43,12 @@ def summarize(rounds, clients):
     """Medians over rounds, ratios within rounds, and each target's PASS or MISS.
     clients: of (a) and (b), what the limit's one receiver is multiplied by."""
     systems = list(rounds[0]["systems"])
+    delivering = [s for s in systems if "latency" in rounds[0]["systems"][s]]
     summary = {
-        "latency": {s: _medians(rounds, s, "latency", LATENCY_FIELDS) for s in systems},
-        "fanout": {s: _medians(rounds, s, "fanout", FANOUT_FIELDS) for s in systems},
+        "latency": {
+            s: _medians(rounds, s, "latency", LATENCY_FIELDS) for s in delivering
+        },
+        "fanout": {s: _medians(rounds, s, "fanout", FANOUT_FIELDS) for s in delivering},
         "capacity": {s: _capacity(rounds, s) for s in systems if s != "limit"},
         "ratios": _ratios(rounds, clients),
     }
