@@ -77,10 +77,6 @@ def _init_socketio(app, reaches, max_bytes):
             cors_origins(app.config["FEED_CORS_ORIGINS"])
         ),
         max_http_buffer_size=max_bytes,
-        # With the reaches, the feed's Sweeper watches for ping timeouts in one
-        # pass every few seconds (feed/upstream/sessions.py): python-engineio's
-        # own monitor wakes once per client per ping_timeout.
-        monitor_clients=not reaches,
         ping_interval=app.config["FEED_PING_INTERVAL"],
         ping_timeout=app.config["FEED_PING_TIMEOUT"],
         client_manager=BoundedManager(

@@ -1,7 +1,5 @@
-"""Engine.IO's heartbeat under the feed's Sweeper: one pass over the sessions
-every few seconds replaces python-engineio's per-client monitor
-(feed/upstream/sessions.py), and a client that stops answering pings is still
-closed."""
+"""Engine.IO's heartbeat as FEED_PING_INTERVAL and FEED_PING_TIMEOUT set it: a
+client that stops answering pings is closed, and the others stay."""
 
 import requests
 
@@ -33,9 +31,9 @@ def test_a_client_that_stops_answering_pings_is_closed_and_others_stay(
     healthy = sio_client(served.url)
     _abandoned_polling_session(served.url)
     wait_for(lambda: _clients(served.url) == 2, message="both clients joined")
-    # Pinged after 1 s, unanswered after 1 s more: gone within a sweep (0.5 s).
-    # Without a monitor nothing would ever close it (python-engineio's writer
-    # times out only for a WebSocket).
+    # Pinged after 1 s, unanswered after 1 s more: python-engineio's client
+    # monitor closes it (nothing else would: its writer times out only for a
+    # WebSocket).
     wait_for(
         lambda: _clients(served.url) == 1,
         timeout=10,

@@ -27,10 +27,6 @@ CHANNEL = "events"
 TABLES = ("events",)
 NOT_LISTENING = "the feed's LISTEN connection to PostgreSQL is down; reconnecting"
 UNCONFIRMED = "LISTEN is in place; confirming that notifications arrive"
-# How often unanswered pings are looked for (at most): a client that stopped
-# answering is closed between ping_timeout and ping_timeout + the sweep
-# interval (half the timeout, at most this) after its ping.
-SWEEP_INTERVAL = 5.0
 
 
 class ProcessFeed:
@@ -43,7 +39,6 @@ class ProcessFeed:
         self.relay = None
         self.delivery = None
         self.trimmer = None
-        self.sweeper = None
         self.announced = None
         self.announce_lock = threading.Lock()
         self.clients = {}
@@ -97,10 +92,6 @@ def start_feed(app, timeout=10.0):
         listening = state.listener.start(timeout)
         state.delivery.start()
         state.trimmer.start()
-        if socketio.server.manager.reaches:
-            interval = min(SWEEP_INTERVAL, app.config["FEED_PING_TIMEOUT"] / 2)
-            state.sweeper = sessions.Sweeper(socketio.server, interval)
-            state.sweeper.start()
     if listening:
         state.delivery.wait_for_verdict(timeout + state.delivery.timeout)
     announce_state(state)
@@ -113,13 +104,10 @@ def stop_feed(app):
     with state.lock:
         if state.listener is not None:
             state.trimmer.stop()
-            if state.sweeper is not None:
-                state.sweeper.stop()
             state.delivery.stop()
             state.listener.stop()
             state.relay.stop()
             state.listener = state.relay = state.delivery = state.trimmer = None
-            state.sweeper = None
 
 
 def close_clients(timeout=2.0):

@@ -7,11 +7,8 @@ queue to know when the CLOSE packets are out.
 """
 
 import contextlib
-import logging
 
 import engineio.exceptions
-
-log = logging.getLogger(__name__)
 
 
 def open_session(engineio_server, eio_sid):
@@ -95,49 +92,3 @@ def _locked(backlog):
     switch can happen while the deque is read or rewritten."""
     mutex = getattr(backlog, "mutex", None)
     return mutex if mutex is not None else contextlib.nullcontext()
-
-
-def sweep(engineio_server):
-    """One pass of python-engineio's client monitor (Server._service_task) over
-    the session table: forget closed sessions, close those whose ping went
-    unanswered past ping_timeout. The number of sessions closed.
-
-    The library's monitor visits one session every ping_timeout / sessions
-    seconds (2 ms at 10,000 clients: 500 wake-ups a second, each with its own
-    timer); Sweeper makes the same pass at once, every few seconds.
-    """
-    table = engineio_server.sockets
-    closed = 0
-    for session in list(table.values()):
-        if session.closed:
-            table.pop(session.sid, None)
-        elif not session.closing and not session.check_ping_timeout():
-            closed += 1
-    return closed
-
-
-class Sweeper:
-    """sweep() every `interval` seconds in a background task of the Socket.IO
-    server (a thread, or a greenlet under gevent), until stop()."""
-
-    def __init__(self, socketio_server, interval):
-        self.server = socketio_server
-        self.interval = interval
-        self.running = False
-
-    def start(self):
-        """Start sweeping."""
-        self.running = True
-        self.server.start_background_task(self._run)
-
-    def stop(self):
-        """Stop after the current pass (at most `interval` seconds from now)."""
-        self.running = False
-
-    def _run(self):
-        while self.running:
-            self.server.sleep(self.interval)
-            try:
-                sweep(self.server.eio)
-            except Exception:  # one bad pass must not end the sweeping
-                log.exception("sweeping the Engine.IO sessions failed")
