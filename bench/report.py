@@ -71,7 +71,8 @@ def _fanout(settings, fanout):
         f"Fan-out (b): one transaction of {settings['fanout_rows']:,} rows committed "
         f"while {settings['clients']} clients are connected; row-deliveries per "
         "second from the moment its COMMIT returned to the last row reaching the "
-        "last client (limit: 1 LISTEN receiver)"
+        "last client (limit: 1 LISTEN receiver; pg-feed with a 16 MiB "
+        "FEED_CLIENT_BACKLOG_BYTES, to hold the transaction: bench/runner.py)"
     )
     header = ["system", "receivers", "row-deliveries/s", "after COMMIT s"]
     header += ["transaction s", "rows/message", "server CPU %", "readers CPU %"]

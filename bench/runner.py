@@ -18,13 +18,19 @@ import logging
 import time
 
 from bench import scenarios
-from bench.services import start_bare_fanout, start_pg_feed, start_redis_app
+from bench.services import (
+    pg_feed_overrides,
+    start_bare_fanout,
+    start_pg_feed,
+    start_redis_app,
+)
 from bench.settings import CAPACITY_LARGE_SYSTEMS, CAPACITY_ONLY, SYSTEMS
 from bench.workers import BenchError, ReaderPool, start_writer
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "events"
+DELIVERY_BACKLOG_BYTES = 16 * 2**20
 
 
 class Context:
@@ -69,7 +75,7 @@ def _delivery(system, context):
     with contextlib.ExitStack() as stack:
         pool = _readers(stack, settings.readers)
         writer = _writer(stack, system, context)
-        server = stack.enter_context(_serving(system, context))
+        server = stack.enter_context(_serving(system, context, delivery_settings()))
         if server is None:
             pool.listen(context.database_url, CHANNEL)
         else:
@@ -98,13 +104,26 @@ def _capacity(system, context):
     return results, checks
 
 
+def delivery_settings():
+    """pg-feed's settings for (a) and (b): a backlog bound that holds (b)'s
+    transaction. Its 20,000 rows are about 3 MB to each client, past the
+    default FEED_CLIENT_BACKLOG_BYTES (1 MiB): a client whose server-side
+    writer falls that far behind is, by the policy, resynced instead of sent
+    the rows (run 20261202T063020Z: 3 of 100 clients of pg-feed-gthread-queued
+    in one round), and a lean reader does not sync. redis-mq and the -plain
+    systems have no bound at all. BENCH_FEED_CLIENT_BACKLOG_BYTES still wins."""
+    if "FEED_CLIENT_BACKLOG_BYTES" in pg_feed_overrides():
+        return {}
+    return {"FEED_CLIENT_BACKLOG_BYTES": str(DELIVERY_BACKLOG_BYTES)}
+
+
 @contextlib.contextmanager
-def _serving(system, context):
+def _serving(system, context, settings=None):
     if system == "limit":
         yield None
         return
     if system.startswith("pg-feed"):
-        server = start_pg_feed(context.database_url, system)
+        server = start_pg_feed(context.database_url, system, settings=settings)
     elif system == "bare-fanout":
         server = start_bare_fanout(context.database_url)
     else:
