@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.services import ROOT, free_port, process_status
+from bench.services import ROOT, free_port, process_status, stop_process
 from bench.workers import BenchError
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -98,13 +98,7 @@ class Nginx:
 
     def stop(self):
         """Fast shutdown (SIGTERM); SIGKILL after 10 s; the folder removed."""
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -16,14 +16,13 @@ import contextlib
 import json
 import logging
 import resource
-import statistics
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from bench.nginx import NGINX, Nginx, nginx_config, open_files
-from bench.scenarios import count_check
+from bench.scenarios import count_check, reach
 from bench.services import process_status, start_pg_feed
 from bench.workers import BenchError, ReaderPool, start_writer
 
@@ -110,7 +109,7 @@ def _measure(layout, instances, proxy, pool, writer, settings):
     result = {
         "clients": settings.scaleout_clients,
         "connect_s": connected_s,
-        **_reach(probe["commits"], probe["merged"]["last_arrival"]),
+        **reach(probe["commits"], probe["merged"]["last_arrival"]),
         "instances": [_instance_status(i, idle, flowing, check) for i in instances],
     }
     if proxy:
@@ -146,19 +145,6 @@ def _cpu_percent(pids, window):
     ended = window() or time.monotonic()
     after = {pid: process_status(pid)["cpu_seconds"] for pid in pids}
     return {pid: 100.0 * (after[pid] - before[pid]) / (ended - started) for pid in pids}
-
-
-def _reach(commits, last_arrival):
-    """One row to all: median and max over the probe rows, COMMIT to last client."""
-    reach = [
-        1000.0 * (last_arrival[row_id] - committed)
-        for row_id, committed in commits.items()
-        if row_id in last_arrival
-    ]
-    return {
-        "one_row_to_all_ms": statistics.median(reach) if reach else None,
-        "one_row_to_all_max_ms": max(reach, default=None),
-    }
 
 
 def _instance_status(instance, idle, flowing, check):

@@ -148,11 +148,6 @@ def _capacity_step(server, pool, writer, settings, clients):
     )
     merged = pool.collect(log["commits"], timeout=60)
     check = count_check(f"capacity {clients}", merged, len(log["commits"]))
-    reach = [
-        1000.0 * (merged["last_arrival"][row_id] - committed)
-        for row_id, committed in log["commits"].items()
-        if row_id in merged["last_arrival"]
-    ]
     result = {
         "clients": clients,
         "connect_s": connected_s,
@@ -160,10 +155,23 @@ def _capacity_step(server, pool, writer, settings, clients):
         "idle_cpu_percent": cpu,
         "idle_seconds": idle_seconds,
         "per_client_kb": None,  # set by capacity(), which read RSS before any client
-        "one_row_to_all_ms": statistics.median(reach) if reach else None,
-        "one_row_to_all_max_ms": max(reach, default=None),
+        **reach(log["commits"], merged["last_arrival"]),
     }
     return result, check
+
+
+def reach(commits, last_arrival):
+    """One row to all: median and max over the rows, from each COMMIT returned
+    to the row's last arrival at any client, in ms."""
+    times = [
+        1000.0 * (last_arrival[row_id] - committed)
+        for row_id, committed in commits.items()
+        if row_id in last_arrival
+    ]
+    return {
+        "one_row_to_all_ms": statistics.median(times) if times else None,
+        "one_row_to_all_max_ms": max(times, default=None),
+    }
 
 
 def _fed_clients_status(server, check):

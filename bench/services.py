@@ -193,12 +193,18 @@ class RedisServer:
 
     def stop(self):
         """Stop redis-server."""
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
+
+
+def stop_process(process, timeout=10.0):
+    """SIGTERM (if it still runs), SIGKILL after `timeout` seconds; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def free_port():

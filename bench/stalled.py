@@ -27,11 +27,10 @@ reading client must receive as much as a stalled one was sent.
 import contextlib
 import logging
 import re
-import statistics
 import time
 import urllib.request
 
-from bench.scenarios import count_check
+from bench.scenarios import count_check, reach
 from bench.services import process_status, start_pg_feed
 from bench.workers import BenchError, ReaderPool, start_writer
 
@@ -123,15 +122,9 @@ def _probe(pool, writer, name):
     pool.arm()
     log_ = writer.call("paced", count=PROBE_ROWS, interval=PROBE_INTERVAL)
     merged = pool.collect(log_["commits"], timeout=60)
-    reach = [
-        1000.0 * (merged["last_arrival"][row_id] - committed)
-        for row_id, committed in log_["commits"].items()
-        if row_id in merged["last_arrival"]
-    ]
     result = {
         "reading_clients": merged["connections"],
-        "one_row_to_all_ms": statistics.median(reach) if reach else None,
-        "one_row_to_all_max_ms": max(reach, default=None),
+        **reach(log_["commits"], merged["last_arrival"]),
     }
     return result, count_check(f"one row to all, {name}", merged, PROBE_ROWS)
 
